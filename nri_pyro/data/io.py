@@ -1,0 +1,223 @@
+"""Saving and loading datasets: the native format, with the reference layout as fallback.
+
+A native dataset is a folder with ``meta.json`` (system, parameters, seed, sizes, format
+version, training normalisation statistics) and, per split, ``{split}_trajectories.npy``
+[S, N, T, D] and ``{split}_adjacency.npy`` [S, N, N]. ``meta.json`` is written last, so a
+folder without it is never taken for a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nri_pyro.data.dataset import FORMAT_VERSION, TrajectoryDataset, check_finite
+from nri_pyro.data.reference import SPLITS, read_reference, reference_files
+
+META = "meta.json"
+
+
+def _native_paths(folder: Path, split: str) -> tuple[Path, Path]:
+    return folder / f"{split}_trajectories.npy", folder / f"{split}_adjacency.npy"
+
+
+class NativeWriter:
+    """Writes one split in the native format, a chunk at a time (memory-mapped)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        split: str,
+        num_sims: int,
+        num_objects: int,
+        num_frames: int,
+        num_features: int,
+    ) -> None:
+        traj_path, adj_path = _native_paths(folder, split)
+        open_ = np.lib.format.open_memmap
+        shape = (num_sims, num_objects, num_frames, num_features)
+        self.trajectories = open_(traj_path, "w+", np.float64, shape)
+        self.adjacency = open_(adj_path, "w+", np.int8, (num_sims, num_objects, num_objects))
+
+    def write(self, start: int, trajectories: np.ndarray, adjacency: np.ndarray) -> None:
+        stop = start + trajectories.shape[0]
+        self.trajectories[start:stop] = trajectories
+        self.adjacency[start:stop] = adjacency
+
+    def close(self) -> None:
+        self.trajectories.flush()
+        self.adjacency.flush()
+
+
+def holds_dataset(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a dataset (native or reference layout)."""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / META).exists() or bool(reference_files(folder)))
+
+
+def write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
+    tmp = folder / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, folder / META)
+
+
+def save_dataset(
+    folder: str | Path, splits: Mapping[str, TrajectoryDataset], *, overwrite: bool = False
+) -> Path:
+    """Save in-memory splits (e.g. ``{"train": ds}``) as a native dataset folder."""
+    if not splits:
+        raise ValueError("nothing to save: pass at least one split")
+    for name in splits:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
+    first = next(iter(splits.values()))
+    with staging_folder(folder, overwrite=overwrite) as tmp:
+        sizes = {}
+        for name, ds in splits.items():
+            writer = NativeWriter(
+                tmp, name, len(ds), ds.num_objects, ds.num_frames, ds.num_features
+            )
+            adjacency = (
+                np.zeros((len(ds), ds.num_objects, ds.num_objects), np.int8)
+                if ds.adjacency is None
+                else ds.adjacency.cpu().numpy()
+            )
+            writer.write(0, ds.trajectories.detach().cpu().double().numpy(), adjacency)
+            writer.close()
+            sizes[name] = {
+                "num_sims": len(ds),
+                "num_frames": ds.num_frames,
+                "has_graphs": ds.adjacency is not None,
+            }
+        meta = {k: v for k, v in first.metadata.items() if k not in ("split",)}
+        meta.update(
+            format="nri-pyro", version=FORMAT_VERSION, splits=sizes, num_objects=first.num_objects
+        )
+        write_meta(tmp, meta)
+    return Path(folder)
+
+
+def load_dataset(
+    folder: str | Path, splits: tuple[str, ...] | None = None
+) -> dict[str, TrajectoryDataset]:
+    """Load every split (or the named ones) of a native or reference-layout folder.
+
+    Returns ``{split: TrajectoryDataset}`` with raw (unnormalised) trajectories; the
+    training normalisation statistics are in each split's ``metadata["normalization"]``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such dataset folder")
+    meta_path = folder / META
+    if not meta_path.exists():
+        loaded = read_reference(folder)
+    else:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON: {err}") from None
+        if meta.get("format") == "nri":
+            loaded = read_reference(folder, suffix=f"{meta['system']}{meta['num_objects']}")
+            for ds in loaded.values():
+                ds.metadata.update({k: v for k, v in meta.items() if k != "splits"})
+        elif meta.get("format") == "nri-pyro":
+            if meta.get("version", 0) > FORMAT_VERSION:
+                raise ValueError(
+                    f"{meta_path}: format version {meta['version']} is newer than this "
+                    f"nri-pyro understands ({FORMAT_VERSION}); upgrade nri-pyro"
+                )
+            loaded = {
+                name: _load_native_split(folder, name, meta)
+                for name in SPLITS
+                if name in meta["splits"]
+            }
+        else:
+            raise ValueError(f"{meta_path} does not describe an nri-pyro dataset")
+    if splits is not None:
+        missing = [s for s in splits if s not in loaded]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} has no {', '.join(missing)} split (it has: {', '.join(loaded)})"
+            )
+        loaded = {s: loaded[s] for s in splits}
+    return loaded
+
+
+def _load_native_split(folder: Path, split: str, meta: dict[str, Any]) -> TrajectoryDataset:
+    traj_path, adj_path = _native_paths(folder, split)
+    for path in (traj_path, adj_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (listed in {folder / META})")
+    x = np.load(traj_path)
+    info = meta["splits"][split]
+    expected = (info["num_sims"], meta["num_objects"], info["num_frames"])
+    if x.ndim != 4 or x.shape[:3] != expected:
+        raise ValueError(
+            f"{traj_path} has shape {x.shape}; {META} says [{', '.join(map(str, expected))}, D]"
+        )
+    trajectories = torch.from_numpy(x)
+    check_finite(trajectories, str(traj_path))
+    adjacency = None
+    if info.get("has_graphs", True):
+        a = np.load(adj_path)
+        if a.shape != (x.shape[0], x.shape[1], x.shape[1]):
+            raise ValueError(
+                f"{adj_path} has shape {a.shape}; expected {x.shape[:2] + x.shape[1:2]}"
+            )
+        adjacency = torch.from_numpy(a.astype(np.int64))
+    metadata = {k: v for k, v in meta.items() if k != "splits"}
+    metadata["split"] = split
+    return TrajectoryDataset(trajectories, adjacency, metadata)
+
+
+@contextmanager
+def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``folder``; move its files in on success.
+
+    Refuses, before any work, a folder that already holds a dataset unless ``overwrite``.
+    A new or empty target is replaced by one atomic rename; otherwise files are moved in
+    one by one with ``meta.json`` last, after the old dataset's files are removed. On
+    failure or interruption the staging folder is deleted and the target is untouched.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    if holds_dataset(folder) and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds a dataset; choose another --out or pass --overwrite"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset should not be
+    try:
+        yield tmp
+        if not folder.exists() or not any(folder.iterdir()):
+            if folder.exists():
+                folder.rmdir()
+            os.replace(tmp, folder)
+            return
+        for old in [
+            folder / META,
+            *(p for s in reference_files(folder).values() for f in s.values() for p in f.values()),
+        ]:
+            old.unlink(missing_ok=True)
+        for split in SPLITS:
+            for old in _native_paths(folder, split):
+                old.unlink(missing_ok=True)
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name == META):
+            os.replace(path, folder / path.name)
+        tmp.rmdir()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

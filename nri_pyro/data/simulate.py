@@ -1,0 +1,324 @@
+"""Simulating datasets: in memory for notebooks, or chunked to disk for the paper's sizes.
+
+Seeding: simulations are drawn in fixed blocks of ``SEED_BLOCK``; block b of split s under
+seed k has its own generator, seeded from (k, s, b). So the splits are independent (the
+test split does not change when the training split grows), the first S simulations of a
+split start from the same states whatever the total, and the initial states do not depend
+on the chunk size or the device (they are drawn on the CPU in float64). The trajectories
+then agree to rounding: a batch of another size or another device may round the last bit
+differently in vectorised kernels, which charged particles, being chaotic, amplify over
+a few time units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import nri_pyro
+from nri_pyro.data.dataset import FORMAT_VERSION, Normalizer, TrajectoryDataset
+from nri_pyro.data.io import NativeWriter, staging_folder, write_meta
+from nri_pyro.data.reference import SPLITS, ReferenceWriter
+from nri_pyro.data.systems import System, get_system
+
+SEED_BLOCK = 1000
+_SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}
+
+
+def _block_generator(seed: int, split: str, block: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, _SPLIT_STREAM[split], block]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch device, checked: a clear error where it is not available here."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device} was requested but CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use --device cpu"
+        )
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} was requested but MPS is not available")
+    return device
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Simulations advanced together: a few thousand fill a CPU's caches; a GPU wants all."""
+    return 50_000 if device.type == "cuda" else 4_000
+
+
+def _check_sizes(num_objects: int, num_frames: int, **sizes: int) -> None:
+    if not isinstance(num_objects, int) or num_objects < 2:
+        raise ValueError(f"the number of objects must be at least 2, got {num_objects!r}")
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"the number of frames must be at least 1, got {num_frames!r}")
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"{name} must be a non-negative whole number, got {size!r}")
+
+
+class _Blocks:
+    """Draws one split's simulations block by block and integrates them chunk by chunk."""
+
+    def __init__(
+        self,
+        system: System,
+        params: Any,
+        num_objects: int,
+        num_frames: int,
+        seed: int,
+        split: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.system, self.params = system, params
+        self.num_objects, self.num_frames = num_objects, num_frames
+        self.seed, self.split, self.device, self.dtype = seed, split, device, dtype
+
+    def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Simulations [start, stop) (block-aligned start): trajectories [b, N, T, D] on the
+        device and adjacency [b, N, N] on the CPU."""
+        inits, gens, counts = [], [], []
+        for block_start in range(start, stop, SEED_BLOCK):
+            count = min(SEED_BLOCK, stop - block_start)
+            gen = _block_generator(self.seed, self.split, block_start // SEED_BLOCK)
+            # Every block draws its full size so that its first simulations never depend
+            # on how many of them are kept.
+            init = self.system.initial(SEED_BLOCK, self.num_objects, self.params, gen)
+            inits.append({k: v[:count] for k, v in init.items()})
+            gens.append(gen)
+            counts.append(count)
+        init = {k: torch.cat([i[k] for i in inits]) for k in inits[0]}
+        traj = self.system.run(
+            init, self.num_frames, self.params, device=self.device, dtype=self.dtype
+        )
+        if self.params.noise > 0:
+            # Observation noise, drawn per block from the block's own stream.
+            eps = torch.cat(
+                [
+                    torch.randn((SEED_BLOCK, *traj.shape[1:]), generator=g, dtype=torch.float64)[:c]
+                    for g, c in zip(gens, counts, strict=True)
+                ]
+            )
+            traj = traj + self.params.noise * eps.to(traj.device, traj.dtype)
+        return traj, init["adjacency"]
+
+    def chunks(self, num_sims: int, chunk: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """(start, trajectories, adjacency) for every chunk of the split, in order.
+
+        On the CPU, chunks run in as many threads as torch has intra-op threads, each
+        single-threaded: the per-step ops are small, and whole chunks side by side use the
+        cores better than splitting every small op. The thread setting is restored after.
+        """
+        starts = range(0, num_sims, chunk)
+        workers = min(torch.get_num_threads(), len(starts))
+        if self.device.type != "cpu" or workers < 2:
+            for start in starts:
+                yield start, *self.chunk(start, min(start + chunk, num_sims))
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                pending: deque = deque()
+                for start in starts:
+                    pending.append(
+                        (start, pool.submit(self.chunk, start, min(start + chunk, num_sims)))
+                    )
+                    if len(pending) > workers:
+                        first, future = pending.popleft()
+                        yield first, *future.result()
+                while pending:
+                    first, future = pending.popleft()
+                    yield first, *future.result()
+        finally:
+            torch.set_num_threads(threads)
+
+
+def simulate(
+    system: str,
+    num_sims: int,
+    num_objects: int = 5,
+    num_frames: int | None = None,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float64,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    **params: Any,
+) -> TrajectoryDataset:
+    """Simulate ``num_sims`` trajectories of ``system`` in memory.
+
+    ``num_frames`` defaults to the paper's training length (49). Physical parameters
+    (``interaction_strength``, ``edge_prob``, ``box_size``, ``noise``, ``sample_freq``, ...)
+    are keyword arguments with the paper's values as defaults. ``split`` picks the seed
+    stream, so ``simulate(..., split="test")`` gives the test simulations that
+    :func:`generate_dataset` would write with the same seed. Trajectories are raw (not
+    normalised), [S, N, T, D] on ``device``; graphs [S, N, N] on the same device.
+
+    Example::
+
+        data = simulate("springs", 1000, num_objects=5, seed=0)
+    """
+    sys_ = get_system(system)
+    parameters = sys_.params(params)
+    num_frames = sys_.train_frames if num_frames is None else num_frames
+    _check_sizes(num_objects, num_frames, num_sims=num_sims)
+    if split not in _SPLIT_STREAM:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    dev = resolve_device(device)
+    blocks = _Blocks(sys_, parameters, num_objects, num_frames, seed, split, dev, dtype)
+    chunk = _round_chunk(chunk_size or default_chunk_size(dev))
+    trajs, adjs = [], []
+    with tqdm(total=num_sims, disable=not progress, unit="sim", desc=system) as bar:
+        for _, traj, adj in blocks.chunks(num_sims, chunk):
+            trajs.append(traj)
+            adjs.append(adj)
+            bar.update(traj.shape[0])
+    shape = (0, num_objects, num_frames, len(sys_.feature_names))
+    trajectories = torch.cat(trajs) if trajs else torch.empty(shape, dtype=dtype, device=dev)
+    adjacency = torch.cat(adjs) if adjs else torch.empty(0, num_objects, num_objects)
+    metadata = _metadata(sys_, parameters, num_objects, seed)
+    metadata["split"] = split
+    return TrajectoryDataset(trajectories, adjacency.to(dev), metadata)
+
+
+def _round_chunk(chunk: int) -> int:
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk}")
+    return max(SEED_BLOCK, chunk // SEED_BLOCK * SEED_BLOCK)
+
+
+def _metadata(system: System, params: Any, num_objects: int, seed: int) -> dict[str, Any]:
+    return {
+        "system": system.name,
+        "params": dataclasses.asdict(params),
+        "seed": seed,
+        "num_objects": num_objects,
+        "feature_names": list(system.feature_names),
+        "nri_pyro_version": nri_pyro.__version__,
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def generate_dataset(
+    system: str,
+    out: str | Path,
+    *,
+    num_objects: int = 5,
+    train: int = 50_000,
+    valid: int = 10_000,
+    test: int = 10_000,
+    num_frames: int | None = None,
+    test_frames: int | None = None,
+    seed: int = 42,
+    device: str | torch.device | None = None,
+    format: str = "native",
+    overwrite: bool = False,
+    dtype: torch.dtype = torch.float64,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    **params: Any,
+) -> Path:
+    """Simulate train/valid/test splits and write them to ``out``, chunk by chunk.
+
+    The paper's sizes are the defaults (50,000 / 10,000 / 10,000; 49 frames, 99 for test).
+    ``format="native"`` writes the nri-pyro format; ``"nri"`` the reference .npy layout
+    (with a meta.json beside it that records the seed and parameters). Normalisation
+    statistics of the training split are computed as it is written. ``dtype`` is the
+    arithmetic of the integrator (float64 as the reference; float32 is faster and differs
+    by rounding); files are float64 either way. The folder appears
+    only when complete; an interrupted call leaves it as it was. Returns the folder, which
+    :func:`~nri_pyro.data.io.load_dataset` reads.
+    """
+    sys_ = get_system(system)
+    parameters = sys_.params(params)
+    num_frames = sys_.train_frames if num_frames is None else num_frames
+    test_frames = sys_.test_frames if test_frames is None else test_frames
+    _check_sizes(num_objects, num_frames, train=train, valid=valid, test=test)
+    _check_sizes(num_objects, test_frames)
+    if format not in ("native", "nri"):
+        raise ValueError(f"unknown format {format!r}; valid formats: native, nri")
+    if train + valid + test == 0:
+        raise ValueError("all split sizes are 0: nothing to simulate")
+    dev = resolve_device(device)
+    chunk = _round_chunk(chunk_size or default_chunk_size(dev))
+    sizes = {"train": train, "valid": valid, "test": test}
+    frames = {"train": num_frames, "valid": num_frames, "test": test_frames}
+    num_features = len(sys_.feature_names)
+    running_low = [np.inf] * len(sys_.norm_groups)
+    running_high = [-np.inf] * len(sys_.norm_groups)
+    started = time.perf_counter()
+    with (
+        staging_folder(out, overwrite=overwrite) as tmp,
+        tqdm(
+            total=train + valid + test, disable=not progress, unit="sim", desc=f"{system} {out}"
+        ) as bar,
+    ):
+        for split in SPLITS:
+            if sizes[split] == 0:
+                continue
+            shape = (sizes[split], num_objects, frames[split], num_features)
+            writer: NativeWriter | ReferenceWriter
+            if format == "native":
+                writer = NativeWriter(tmp, split, *shape)
+            else:
+                writer = ReferenceWriter(tmp, split, system, *shape)
+            blocks = _Blocks(sys_, parameters, num_objects, frames[split], seed, split, dev, dtype)
+            for start, traj, adj in blocks.chunks(sizes[split], chunk):
+                traj = traj.cpu()
+                if split == "train":
+                    for g, group in enumerate(sys_.norm_groups):
+                        values = traj[..., list(group)]
+                        running_low[g] = min(running_low[g], float(values.min()))
+                        running_high[g] = max(running_high[g], float(values.max()))
+                writer.write(start, traj.numpy(), adj.numpy())
+                bar.update(traj.shape[0])
+            writer.close()
+        meta = _metadata(sys_, parameters, num_objects, seed)
+        meta.update(
+            format="nri-pyro" if format == "native" else "nri",
+            version=FORMAT_VERSION,
+            splits={
+                s: {"num_sims": sizes[s], "num_frames": frames[s], "has_graphs": True}
+                for s in SPLITS
+                if sizes[s]
+            },
+            seconds=round(time.perf_counter() - started, 3),
+            device=str(dev),
+        )
+        if train and sys_.norm_groups:
+            stats = Normalizer.from_running(sys_.norm_groups, running_low, running_high)
+            meta["normalization"] = stats.to_dict()
+        write_meta(tmp, meta)
+    if log is not None:
+        log(
+            f"wrote {train + valid + test} {system} simulations to {out} "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+    return Path(out)

@@ -1,0 +1,92 @@
+"""The `nri-pyro simulate` command, as a user calls it."""
+
+import subprocess
+import sys
+
+from nri_pyro import load_dataset
+from nri_pyro.cli import main
+
+
+def test_simulate_writes_a_dataset_and_says_where(tmp_path, capsys):
+    out = tmp_path / "springs3"
+    code = main(
+        [
+            "simulate",
+            "springs",
+            "--objects",
+            "3",
+            "--train",
+            "20",
+            "--valid",
+            "5",
+            "--test",
+            "5",
+            "--frames",
+            "4",
+            "--test-frames",
+            "9",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert str(out) in capsys.readouterr().out
+    splits = load_dataset(out)
+    assert splits["train"].trajectories.shape == (20, 3, 4, 4)
+    assert splits["test"].trajectories.shape == (5, 3, 9, 4)
+
+
+def test_length_follows_the_reference_convention(tmp_path):
+    out = tmp_path / "c"
+    code = main(
+        [
+            "simulate",
+            "charged",
+            "--train",
+            "4",
+            "--valid",
+            "0",
+            "--test",
+            "2",
+            "--length",
+            "500",
+            "--length-test",
+            "1000",
+            "--format",
+            "nri",
+            "--param",
+            "interaction_strength=0.5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    splits = load_dataset(out)
+    assert splits["train"].num_frames == 4  # 500 steps / 100 - the dropped first frame
+    assert splits["test"].num_frames == 9
+    assert splits["train"].metadata["params"]["interaction_strength"] == 0.5
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    cases = [
+        (["simulate", "gravity"], "unknown system 'gravity'"),
+        (["simulate", "springs", "--objects", "1"], "at least 2"),
+        (["simulate", "springs", "--train", "0", "--valid", "0", "--test", "0"], "nothing"),
+        (["simulate", "springs", "--length", "5050"], "multiple of the sample frequency 100"),
+        (["simulate", "springs", "--param", "k=1"], "unknown parameter 'k'"),
+        (["simulate", "springs", "--param", "edge_prob=lots"], "expects a float"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "nri_pyro.cli", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--test-frames" in result.stdout

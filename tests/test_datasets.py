@@ -1,0 +1,211 @@
+"""Datasets: native and reference files, normalisation, splits, and refusing bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nri_pyro import (
+    Normalizer,
+    TrajectoryDataset,
+    generate_dataset,
+    load_dataset,
+    save_dataset,
+    simulate,
+)
+from nri_pyro.data import io as data_io
+from nri_pyro.data.reference import read_reference, write_reference
+
+SMALL = {
+    "train": 30,
+    "valid": 10,
+    "test": 10,
+    "num_frames": 6,
+    "test_frames": 11,
+    "progress": False,
+}
+
+
+@pytest.mark.parametrize("system", ["springs", "charged", "kuramoto"])
+@pytest.mark.parametrize("fmt", ["native", "nri"])
+def test_generated_dataset_loads_back_with_its_metadata(tmp_path, system, fmt):
+    out = generate_dataset(system, tmp_path / "d", seed=3, format=fmt, **SMALL)
+    splits = load_dataset(out)
+    assert list(splits) == ["train", "valid", "test"]
+    assert splits["train"].trajectories.shape == (30, 5, 6, 4)
+    assert splits["test"].trajectories.shape == (10, 5, 11, 4)
+    assert splits["train"].metadata["seed"] == 3
+    assert splits["train"].metadata["system"] == system
+    # The same simulations as in memory, from the same seed and split.
+    direct = simulate(system, 10, num_frames=11, seed=3, split="test")
+    assert torch.equal(splits["test"].trajectories, direct.trajectories)
+    assert torch.equal(splits["test"].adjacency, direct.adjacency)
+
+
+def test_reference_layout_round_trip_is_exact(tmp_path):
+    for system in ("springs", "charged", "kuramoto"):
+        first = generate_dataset(system, tmp_path / system, format="nri", **SMALL)
+        again = write_reference(tmp_path / f"{system}-again", read_reference(first))
+        names = sorted(p.name for p in first.glob("*.npy"))
+        assert names == sorted(p.name for p in again.glob("*.npy"))
+        for name in names:
+            a, b = np.load(first / name), np.load(again / name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_reference_files_have_the_reference_shapes_and_values(tmp_path):
+    out = generate_dataset("charged", tmp_path / "c", format="nri", **SMALL)
+    loc = np.load(out / "loc_train_charged5.npy")
+    edges = np.load(out / "edges_train_charged5.npy")
+    assert loc.shape == (30, 6, 2, 5) and loc.dtype == np.float64
+    assert edges.shape == (30, 5, 5) and set(np.unique(edges)) <= {-1.0, 1.0}
+    assert (np.diagonal(edges, axis1=1, axis2=2) == 1).all()  # q_i q_i
+    ds = read_reference(out)["train"]
+    assert torch.equal(ds.trajectories[..., 0].transpose(1, 2), torch.from_numpy(loc[:, :, 0]))
+    expected = torch.from_numpy(((edges + 1) / 2).astype(np.int64))
+    expected.diagonal(dim1=1, dim2=2).zero_()
+    assert torch.equal(ds.adjacency, expected)
+
+
+def test_normalisation_uses_training_statistics_for_every_split(tmp_path):
+    splits = load_dataset(generate_dataset("springs", tmp_path / "s", **SMALL))
+    stats = splits["train"].normalizer
+    train = splits["train"].normalized()
+    for group in ((0, 1), (2, 3)):
+        values = train.trajectories[..., list(group)]
+        assert float(values.min()) == pytest.approx(-1.0, abs=1e-12)
+        assert float(values.max()) == pytest.approx(1.0, abs=1e-12)
+    test = splits["test"].normalized()
+    assert test.normalizer == stats  # the training statistics travel with every split
+    expected = (splits["test"].trajectories[..., 0] - stats.low[0]) * 2 / (
+        stats.high[0] - stats.low[0]
+    ) - 1
+    assert torch.allclose(test.trajectories[..., 0], expected)
+    assert torch.allclose(stats.invert(test.trajectories), splits["test"].trajectories)
+    # The stored statistics equal a fit on the training split.
+    assert Normalizer.fit(splits["train"].trajectories, stats.groups) == stats
+
+
+def test_test_split_does_not_change_when_the_training_split_grows(tmp_path):
+    a = load_dataset(generate_dataset("springs", tmp_path / "a", **SMALL))
+    b = load_dataset(generate_dataset("springs", tmp_path / "b", **{**SMALL, "train": 300}))
+    assert torch.equal(a["test"].trajectories, b["test"].trajectories)
+    assert torch.equal(a["valid"].trajectories, b["valid"].trajectories)
+    # The first 30 training simulations are the same ones; a batch of 30 and one of 300
+    # may round the last bit differently in vectorised kernels.
+    assert torch.equal(a["train"].adjacency, b["train"].adjacency[:30])
+    assert torch.allclose(a["train"].trajectories, b["train"].trajectories[:30], atol=1e-12)
+
+
+def test_native_save_and_load_of_user_arrays(tmp_path):
+    x = torch.randn(7, 3, 12, 2, dtype=torch.float64)
+    adjacency = torch.randint(0, 3, (7, 3, 3))
+    ds = TrajectoryDataset.from_arrays(x, adjacency, note="mine")
+    save_dataset(tmp_path / "mine", {"train": ds})
+    back = load_dataset(tmp_path / "mine")["train"]
+    assert torch.equal(back.trajectories, x)
+    assert torch.equal(back.adjacency, adjacency)
+    assert back.metadata["note"] == "mine"
+    assert back.edges.shape == (7, 6)
+
+
+def test_edges_are_flattened_receiver_major_without_the_diagonal():
+    a = torch.arange(9).reshape(1, 3, 3)
+    ds = TrajectoryDataset(torch.zeros(1, 3, 2, 1), a)
+    assert ds.edges.tolist() == [[1, 2, 3, 5, 6, 7]]
+
+
+def test_a_folder_holding_a_dataset_is_refused_unless_overwrite(tmp_path):
+    out = generate_dataset("springs", tmp_path / "d", seed=1, **SMALL)
+    with pytest.raises(FileExistsError, match="already holds a dataset"):
+        generate_dataset("springs", out, seed=2, **SMALL)
+    generate_dataset("springs", out, seed=2, overwrite=True, **SMALL)
+    assert load_dataset(out)["train"].metadata["seed"] == 2
+
+
+def test_an_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = data_io.NativeWriter.write
+
+    def interrupt_on_second_chunk(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(data_io.NativeWriter, "write", interrupt_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset("springs", tmp_path / "d", **{**SMALL, "train": 2500})
+    assert not (tmp_path / "d").exists()
+    assert list(tmp_path.iterdir()) == []  # the staging folder is gone too
+
+
+def test_missing_or_inconsistent_reference_files_are_named(tmp_path):
+    out = generate_dataset("springs", tmp_path / "r", format="nri", **SMALL)
+    (out / "meta.json").unlink()
+    (out / "vel_valid_springs5.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"vel_valid_springs5\.npy is missing"):
+        load_dataset(out)
+    np.save(out / "vel_valid_springs5.npy", np.zeros((10, 6, 2, 4)))
+    with pytest.raises(ValueError, match=r"vel_valid_springs5.npy has shape \(10, 6, 2, 4\)"):
+        load_dataset(out)
+    np.save(out / "vel_valid_springs5.npy", np.zeros((10, 6, 2, 5)))
+    np.save(out / "edges_valid_springs5.npy", np.zeros((9, 5, 5)))
+    with pytest.raises(ValueError, match=r"edges_valid_springs5\.npy has shape"):
+        load_dataset(out)
+
+
+def test_a_folder_with_only_a_test_split_loads(tmp_path):
+    out = generate_dataset(
+        "springs", tmp_path / "t", format="nri", **{**SMALL, "train": 0, "valid": 0}
+    )
+    (out / "meta.json").unlink()
+    splits = load_dataset(out)
+    assert list(splits) == ["test"]
+    assert splits["test"].normalizer is None
+    with pytest.raises(ValueError, match="no normalisation statistics"):
+        splits["test"].normalized()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_objects": 1}, "at least 2"),
+        ({"train": -5}, "train must be a non-negative whole number"),
+        ({"num_frames": 0}, "number of frames must be at least 1"),
+        ({"edge_prob": 1.5}, r"edge_prob must lie in \[0, 1\]"),
+        ({"springiness": 1.0}, "unknown parameter 'springiness'"),
+        ({"format": "hdf5"}, "unknown format"),
+        ({"device": "cuda:7"}, "cuda"),
+        ({"train": 0, "valid": 0, "test": 0}, "nothing to simulate"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
+    args = {**SMALL, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate_dataset("springs", tmp_path / "d", **args)
+    assert not (tmp_path / "d").exists()
+
+
+def test_unknown_system_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid systems: charged, kuramoto, springs"):
+        simulate("spring", 3)
+
+
+def test_user_arrays_with_bad_values_or_shapes_are_refused():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        TrajectoryDataset.from_arrays(np.full((2, 3, 4, 1), np.nan))
+    with pytest.raises(ValueError, match=r"\[S, N, T, D\]"):
+        TrajectoryDataset.from_arrays(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="adjacency must have shape"):
+        TrajectoryDataset.from_arrays(np.zeros((2, 3, 4, 1)), np.zeros((2, 3, 2), dtype=int))
+
+
+def test_a_newer_native_format_is_refused_clearly(tmp_path):
+    out = generate_dataset("springs", tmp_path / "d", **SMALL)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["version"] = 99
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="newer than this nri-pyro understands"):
+        load_dataset(out)
