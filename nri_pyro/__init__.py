@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from nri_pyro.api import NRI, build, resolve_specs
 from nri_pyro.data import (
     Normalizer,
     TrajectoryDataset,
@@ -10,15 +11,29 @@ from nri_pyro.data import (
     read_reference,
     save_dataset,
     simulate,
+    write_reference,
 )
+from nri_pyro.distributions import EdgeTypes
+from nri_pyro.guide import NRIGuide
+from nri_pyro.model import NRIModel
+from nri_pyro.priors import EdgePrior, register_prior
 
 __all__ = [
+    "NRI",
+    "EdgePrior",
+    "EdgeTypes",
+    "NRIGuide",
+    "NRIModel",
     "Normalizer",
     "TrajectoryDataset",
     "__version__",
+    "build",
     "generate_dataset",
     "load_dataset",
     "read_reference",
+    "register_prior",
+    "resolve_specs",
     "save_dataset",
     "simulate",
+    "write_reference",
 ]

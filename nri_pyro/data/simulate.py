@@ -312,7 +312,7 @@ def generate_dataset(
             seconds=round(time.perf_counter() - started, 3),
             device=str(dev),
         )
-        if train and sys_.norm_groups:
+        if train:
             stats = Normalizer.from_running(sys_.norm_groups, running_low, running_high)
             meta["normalization"] = stats.to_dict()
         write_meta(tmp, meta)

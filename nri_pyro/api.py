@@ -1,0 +1,239 @@
+"""A facade for notebooks and scripts: fit, infer edges, predict, evaluate, save, load.
+
+The model and guide stay plain Pyro programs (``nri.model``, ``nri.guide``); this class
+only wires data, normalisation and training together::
+
+    nri = NRI(overrides=["decoder.hidden=64"]).fit(splits["train"], splits["valid"], epochs=20)
+    probs = nri.infer_edges(splits["test"])      # [S, E, K]
+    print(nri.evaluate(splits["test"]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+from nri_pyro.data.simulate import resolve_device
+from nri_pyro.guide import NRIGuide
+from nri_pyro.infer import (
+    Trainer,
+    atomic_save,
+    build_from_checkpoint,
+    evaluate,
+    load_checkpoint,
+    model_state,
+    normalizer_for,
+    prepare,
+)
+from nri_pyro.model import NRIModel
+from nri_pyro.nn import edges_to_adjacency
+from nri_pyro.specs import (
+    TrainConfig,
+    apply_overrides,
+    load_yaml,
+    resolve_guide_spec,
+    resolve_model_spec,
+    resolve_train_config,
+)
+
+SpecLike = str | Path | Mapping[str, Any] | None
+
+
+def resolve_specs(
+    model_spec: SpecLike = None,
+    guide_spec: SpecLike = None,
+    overrides: Iterable[str] = (),
+    train: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], TrainConfig]:
+    """Model spec, guide spec and training settings, with ``key=value`` overrides applied."""
+    model, guide = load_yaml(model_spec), load_yaml(guide_spec)
+    train_settings = dict(train or {})
+    apply_overrides(model, guide, train_settings, overrides)
+    return (
+        resolve_model_spec(model),
+        resolve_guide_spec(guide),
+        resolve_train_config(train_settings),
+    )
+
+
+def build(
+    model_spec: SpecLike, guide_spec: SpecLike, data: TrajectoryDataset | Tensor,
+    overrides: Iterable[str] = (),
+) -> tuple[NRIModel, NRIGuide]:  # fmt: skip
+    """A model and guide sized for ``data`` ([S, N, T, D]), for your own SVI loop."""
+    model_s, guide_s, _ = resolve_specs(model_spec, guide_spec, overrides)
+    x = data.trajectories if isinstance(data, TrajectoryDataset) else data
+    model = NRIModel(model_s, x.shape[-1])
+    guide = NRIGuide(guide_s, x.shape[-1], x.shape[2], model.num_edge_types)
+    return model, guide
+
+
+class NRI:
+    """Neural relational inference: a model, a guide, and the statistics of their data."""
+
+    def __init__(
+        self,
+        model_spec: SpecLike = None,
+        guide_spec: SpecLike = None,
+        *,
+        overrides: Iterable[str] = (),
+        device: str | torch.device = "cpu",
+        **train_settings: Any,
+    ) -> None:
+        self.model_spec, self.guide_spec, self.config = resolve_specs(
+            model_spec, guide_spec, overrides, train_settings
+        )
+        self.device = resolve_device(device)
+        self.model: NRIModel | None = None
+        self.guide: NRIGuide | None = None
+        self.normalizer: Normalizer | None = None
+        self.data_info: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+
+    # --- training ----------------------------------------------------------------------
+    def fit(
+        self,
+        train: TrajectoryDataset,
+        valid: TrajectoryDataset | None = None,
+        *,
+        epochs: int | None = None,
+        out: str | Path | None = None,
+        resume: bool = False,
+        log: Any = print,
+    ) -> NRI:
+        """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints."""
+        if epochs is not None:
+            self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
+        self.normalizer = normalizer_for(train)
+        train_xy = prepare(train, self.normalizer)
+        valid_xy = None if valid is None else prepare(valid, self.normalizer)
+        if valid is not None:
+            _check_compatible(train, valid)
+        x = train_xy[0]
+        torch.manual_seed(self.config.seed)
+        self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
+        self.guide = NRIGuide(self.guide_spec, x.shape[3], x.shape[2], self.model.num_edge_types)
+        self.guide.to(self.device)
+        self.data_info = {"system": train.metadata.get("system", "custom")}
+        trainer = Trainer(
+            self.model, self.guide, train_xy, valid_xy, self.config,
+            normalizer=self.normalizer, run_dir=out, device=self.device,
+            data_info=self.data_info, log=log,
+        )  # fmt: skip
+        self.history = trainer.fit(resume=resume)
+        self.data_info = trainer.data_info
+        if out is not None:
+            best = Path(out) / "checkpoint_best.pt"
+            if best.exists():
+                self._load_state(load_checkpoint(best))
+        return self
+
+    # --- using a trained model ---------------------------------------------------------
+    def _require_fitted(self) -> tuple[NRIModel, NRIGuide, Normalizer]:
+        if self.model is None or self.guide is None or self.normalizer is None:
+            raise RuntimeError("this NRI has not been fitted or loaded yet")
+        return self.model, self.guide, self.normalizer
+
+    def _inputs(self, data: TrajectoryDataset | Tensor) -> tuple[Tensor, Tensor | None]:
+        normalizer = self._require_fitted()[2]
+        if isinstance(data, Tensor):
+            data = TrajectoryDataset(data)
+        n, d = self.data_info.get("num_objects"), self.data_info.get("num_features")
+        if n is not None and data.num_objects != n:
+            raise ValueError(
+                f"the model was trained on {n} objects, the data have {data.num_objects}"
+            )
+        if d is not None and data.num_features != d:
+            raise ValueError(
+                f"the model was trained on {d} features, the data have {data.num_features}"
+            )
+        if data.num_frames < 2:
+            raise ValueError("the data need at least 2 frames")
+        return prepare(data, normalizer)
+
+    @torch.no_grad()
+    def infer_edges(
+        self, data: TrajectoryDataset | Tensor, *, batch_size: int = 256, as_adjacency: bool = False
+    ) -> Tensor:
+        """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``."""
+        guide = self._require_fitted()[1]
+        x, _ = self._inputs(data)
+        guide.eval()
+        probs = torch.cat([
+            guide.edge_probs(x[i : i + batch_size].to(self.device)).cpu()
+            for i in range(0, x.shape[0], batch_size)
+        ])  # fmt: skip
+        if as_adjacency:
+            return edges_to_adjacency(probs, x.shape[1], dim=-2)
+        return probs
+
+    @torch.no_grad()
+    def predict(self, data: TrajectoryDataset | Tensor, steps: int = 20) -> Tensor:
+        """Roll out ``steps`` frames after each trajectory, in the data's own units.
+
+        The encoder reads the first frames it was trained on; the decoder starts from the
+        last given frame (an RNN decoder burns in on all of them). Edges are the posterior's
+        most likely types. Returns [S, N, steps, D].
+        """
+        model, guide, normalizer = self._require_fitted()
+        x, _ = self._inputs(data)
+        model.eval()
+        guide.eval()
+        out = []
+        for i in range(0, x.shape[0], 256):
+            xb = x[i : i + 256].to(self.device)
+            probs = guide.edge_probs(xb)
+            z = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(xb.dtype)
+            out.append(model.rollout(xb, z, steps).cpu())
+        return normalizer.invert(torch.cat(out).double())
+
+    def evaluate(self, data: TrajectoryDataset, *, batch_size: int = 256) -> dict[str, float]:
+        """Held-out metrics (see :func:`nri_pyro.infer.evaluate`)."""
+        model, guide, _ = self._require_fitted()
+        x, edges = self._inputs(data)
+        return evaluate(
+            model, guide, x, edges, objective_name=self.config.objective,
+            batch_size=batch_size, device=self.device,
+        )  # fmt: skip
+
+    # --- files -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a self-contained checkpoint (specs, weights, normalisation statistics)."""
+        model, guide, normalizer = self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(model_state(model, guide, self.config, normalizer, self.data_info), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> NRI:
+        """From a checkpoint file, or a run folder (its best checkpoint)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "checkpoint_best.pt"
+        state = load_checkpoint(path)
+        nri = cls.__new__(cls)
+        nri.device = resolve_device(device)
+        nri.history = []
+        nri._load_state(state)
+        return nri
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model_spec, self.guide_spec = state["model_spec"], state["guide_spec"]
+        self.config = TrainConfig(**state["train_config"])
+        self.normalizer = Normalizer.from_dict(state["normalization"])
+        self.data_info = dict(state["data"])
+        self.model, self.guide = build_from_checkpoint(state, self.device)
+
+
+def _check_compatible(train: TrajectoryDataset, other: TrajectoryDataset) -> None:
+    if other.num_objects != train.num_objects or other.num_features != train.num_features:
+        raise ValueError(
+            f"validation data have {other.num_objects} objects and {other.num_features} "
+            f"features; training data {train.num_objects} and {train.num_features}"
+        )

@@ -1,0 +1,408 @@
+"""SVI training and evaluation of an NRI model and guide.
+
+Training is a straight loop over epochs and shuffled minibatches around an ELBO module
+(``TraceMeanField_ELBO`` for the "nri" objective, ``Trace_ELBO`` for "concrete") and a
+torch optimiser over the model's and guide's parameters. After each epoch: validation,
+a line in metrics.jsonl, the last checkpoint, and the best one by the chosen validation
+metric. Checkpoints are written atomically and hold everything needed to continue
+exactly: parameters, optimiser and scheduler state, the RNG state, the epoch. Minibatch
+order is a function of (seed, epoch), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+import yaml
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+from nri_pyro.distributions import EdgeTypes
+from nri_pyro.guide import NRIGuide
+from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator
+from nri_pyro.model import NRIModel, check_trajectories
+from nri_pyro.specs import SELECT_METRICS, TrainConfig
+
+CHECKPOINT_FORMAT = "nri-pyro-checkpoint"
+CHECKPOINT_VERSION = 1
+ROLLOUT_PREFIX = 50  # the encoder reads frames 0..48; the rollout starts at frame 49
+ROLLOUT_STEPS = 20
+EVAL_SEED = 1234
+
+
+def objective(name: str) -> pyro.infer.ELBO:
+    """The ELBO of an objective name: "nri" (analytic categorical KL) or "concrete"."""
+    if name == "nri":
+        return pyro.infer.TraceMeanField_ELBO()
+    if name == "concrete":
+        return pyro.infer.Trace_ELBO()
+    raise ValueError(f"unknown objective {name!r}; valid objectives: nri, concrete")
+
+
+def normalizer_for(train: TrajectoryDataset) -> Normalizer:
+    """The training statistics: those stored with the data, else fitted per feature."""
+    if train.normalizer is not None:
+        return train.normalizer
+    groups = tuple((i,) for i in range(train.num_features))
+    return Normalizer.fit(train.trajectories, groups)
+
+
+def prepare(data: TrajectoryDataset, normalizer: Normalizer) -> tuple[Tensor, Tensor | None]:
+    """Normalised float32 trajectories [S, N, T, D] and flattened true edges [S, E] (or None)."""
+    check_trajectories(data.trajectories)
+    x = normalizer.apply(data.trajectories.double()).float()
+    edges = data.edges if data.adjacency is not None else None
+    return x, edges
+
+
+def _batches(num: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, num)) for i in range(0, num, size)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: NRIModel,
+    guide: NRIGuide,
+    x: Tensor,
+    edges: Tensor | None = None,
+    *,
+    objective_name: str = "nri",
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    anchor_first: bool | None = None,
+) -> dict[str, float]:
+    """Held-out metrics of normalised trajectories x: [S, N, T, D].
+
+    - edge_accuracy / edge_auroc / edge_density: posterior argmax against the true types,
+      best relabelling over the whole set (type 0 fixed when skip-first anchors it);
+    - nll: NRI's Gaussian NLL (no constant), summed over frames and features, per object,
+      of the multi-step predictions with hard edge samples; mse: their mean squared error;
+    - elbo_loss: the objective's negative ELBO per trajectory;
+    - mse_1 .. mse_20: rollout error after k steps from frame 49, where T >= 70.
+
+    Runs in eval mode with a fixed seed for the Gumbel noise, without touching the
+    global RNG state.
+    """
+    device = torch.device(device)
+    modes = model.training, guide.training
+    model.eval()
+    guide.eval()
+    if anchor_first is None:
+        anchor_first = bool(getattr(model.decoder, "skip_first", False))
+    frames = guide.num_frames
+    elbo = objective(objective_name)
+    accumulator = EdgeAccumulator() if edges is not None else None
+    rollout = MSEAccumulator()
+    totals = {"nll": 0.0, "mse": 0.0, "elbo_loss": 0.0}
+    count = x.shape[0]
+    variance = float(model.sigma) ** 2
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(EVAL_SEED)
+        for batch in _batches(count, batch_size):
+            xb = x[batch].to(device)
+            logits = guide.logits(xb)
+            if accumulator is not None:
+                accumulator.update(torch.softmax(logits, -1).cpu(), edges[batch].cpu())
+            xt = xb[:, :, :frames]
+            z = EdgeTypes(guide.temperature, logits=logits, hard=True).rsample()
+            err = (model.predict(xt, z) - xt[:, :, 1:]).square()
+            totals["nll"] += float(err.sum()) / (2 * variance) / xt.shape[1]
+            totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
+            totals["elbo_loss"] += elbo.loss(model, guide, xt)
+            if xb.shape[2] >= ROLLOUT_PREFIX + ROLLOUT_STEPS:
+                prefix = xb[:, :, :ROLLOUT_PREFIX]
+                preds = model.rollout(prefix, z, ROLLOUT_STEPS)
+                target = xb[:, :, ROLLOUT_PREFIX : ROLLOUT_PREFIX + ROLLOUT_STEPS]
+                rollout.update(preds, target)
+    model.train(modes[0])
+    guide.train(modes[1])
+    metrics = {k: v / count for k, v in totals.items()}
+    if accumulator is not None:
+        metrics["edge_accuracy"] = accumulator.accuracy(anchor_first)
+        metrics["edge_auroc"] = accumulator.auroc(anchor_first)
+        metrics["edge_density"] = accumulator.density(anchor_first)
+    if _has_rollout(x):
+        per_step = rollout.result()
+        for k in range(ROLLOUT_STEPS):
+            metrics[f"mse_{k + 1}"] = float(per_step[k])
+    return metrics
+
+
+def _has_rollout(x: Tensor) -> bool:
+    return x.shape[2] >= ROLLOUT_PREFIX + ROLLOUT_STEPS
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :class:`Trainer`, with clear errors for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling failure means the same thing
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an nri-pyro checkpoint")
+    if state.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer nri-pyro (format {state['version']})")
+    return state
+
+
+def model_state(
+    model: NRIModel,
+    guide: NRIGuide,
+    config: TrainConfig,
+    normalizer: Normalizer,
+    data_info: dict[str, Any],
+) -> dict[str, Any]:
+    """What rebuilds a trained model and guide: specs, weights, data shape, statistics."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_spec": model.spec,
+        "guide_spec": guide.spec,
+        "train_config": asdict(config),
+        "data": data_info,
+        "normalization": normalizer.to_dict(),
+        "model_state": model.state_dict(),
+        "guide_state": guide.state_dict(),
+    }
+
+
+def build_from_checkpoint(state: dict[str, Any], device: torch.device) -> tuple[NRIModel, NRIGuide]:
+    info = state["data"]
+    model = NRIModel(state["model_spec"], info["num_features"]).to(device)
+    guide = NRIGuide(
+        state["guide_spec"], info["num_features"], info["num_frames"], model.num_edge_types
+    ).to(device)
+    model.load_state_dict(state["model_state"])
+    guide.load_state_dict(state["guide_state"])
+    return model, guide
+
+
+class Trainer:
+    """Trains a model and guide on normalised data; writes a run folder when given one."""
+
+    def __init__(
+        self,
+        model: NRIModel,
+        guide: NRIGuide,
+        train: tuple[Tensor, Tensor | None],
+        valid: tuple[Tensor, Tensor | None] | None,
+        config: TrainConfig,
+        *,
+        normalizer: Normalizer,
+        run_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        data_info: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = print,
+    ) -> None:
+        self.model, self.guide, self.config = model, guide, config
+        self.device = torch.device(device)
+        self.train_x, self.train_edges = train
+        self.valid = valid
+        self.normalizer = normalizer
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.log = log or (lambda _message: None)
+        x = self.train_x
+        self.data_info = {
+            "num_objects": x.shape[1],
+            "num_frames": x.shape[2],
+            "num_features": x.shape[3],
+            **(data_info or {}),
+        }
+        self.loss_fn = objective(config.objective)(model, guide)
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay
+        )
+        self.epoch = 0  # epochs completed
+        self.best: dict[str, Any] = {"value": None, "epoch": None}
+        self.history: list[dict[str, Any]] = []
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {
+            **model_state(self.model, self.guide, self.config, self.normalizer, self.data_info),
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+            "best": dict(self.best),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint of the same configuration."""
+        for key in ("num_objects", "num_frames", "num_features"):
+            if state["data"][key] != self.data_info[key]:
+                raise ValueError(
+                    f"the checkpoint was trained with {key} = {state['data'][key]}, "
+                    f"the data have {self.data_info[key]}"
+                )
+        self.model.load_state_dict(state["model_state"])
+        self.guide.load_state_dict(state["guide_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.epoch = state["epoch"]
+        self.best = dict(state["best"])
+
+    def _write_run_files(self) -> None:
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name, content in (
+            ("model.yaml", self.model.spec),
+            ("guide.yaml", self.guide.spec),
+            ("train.yaml", asdict(self.config)),
+        ):
+            (self.run_dir / name).write_text(yaml.safe_dump(content, sort_keys=False))
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines of epochs after the checkpoint (a run killed in between)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= self.epoch
+        ]
+        path.write_text("".join(f"{line}\n" for line in kept))
+        self.history = [json.loads(line) for line in kept]
+
+    # --- the loop ----------------------------------------------------------------------
+    def kl_weight(self, epoch: int) -> float:
+        c = self.config
+        if c.kl_anneal_epochs <= 0:
+            return c.kl_weight
+        return c.kl_weight * min(1.0, (epoch + 1) / c.kl_anneal_epochs)
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over shuffled minibatches; returns the mean loss per trajectory."""
+        c = self.config
+        num = self.train_x.shape[0]
+        order = torch.randperm(
+            num, generator=torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        )
+        weight = self.kl_weight(epoch)
+        self.model.train()
+        self.guide.train()
+        total = 0.0
+        bar = tqdm(
+            _batches(num, c.batch_size),
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            disable=not c.progress,
+            leave=False,
+        )
+        for batch in bar:
+            idx = order[batch]
+            x = self.train_x[idx].to(self.device, non_blocking=True)
+            # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
+            loss = self.loss_fn(x, num_trajectories=num, kl_weight=weight) / num
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {float(loss)} at epoch {epoch + 1}; lower train.lr or set "
+                    "train.grad_clip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), c.grad_clip)
+            self.optimizer.step()
+            total += float(loss.detach()) * x.shape[0]
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        self.scheduler.step()
+        return total / num
+
+    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train to ``config.epochs``; with ``resume`` continue from the run's last checkpoint."""
+        c = self.config
+        if self.run_dir is not None:
+            last = self.run_dir / "checkpoint_last.pt"
+            if resume:
+                if not last.exists():
+                    raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+                self.restore(load_checkpoint(last))
+                self._truncate_metrics()
+                self.log(f"resuming {self.run_dir} after epoch {self.epoch}")
+            elif last.exists():
+                raise FileExistsError(
+                    f"{self.run_dir} already holds a run; pass --resume to continue it or "
+                    "choose another --out"
+                )
+            self._write_run_files()
+        larger_better = SELECT_METRICS[c.select_metric]
+        while self.epoch < c.epochs:
+            epoch = self.epoch
+            start = time.perf_counter()
+            train_loss = self.train_epoch(epoch)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "kl_weight": self.kl_weight(epoch),
+            }
+            if self.valid is not None:
+                vx, vedges = self.valid
+                metrics = evaluate(
+                    self.model, self.guide, vx, vedges, objective_name=c.objective,
+                    batch_size=c.eval_batch_size, device=self.device,
+                )  # fmt: skip
+                record.update({f"valid_{k}": v for k, v in metrics.items()})
+            record["seconds"] = time.perf_counter() - start
+            self.epoch = epoch + 1
+            improved = self._update_best(record, larger_better)
+            self.history.append(record)
+            if c.progress:
+                self.log(_format_record(record))
+            if self.run_dir is not None:
+                with (self.run_dir / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                state = self.state()
+                if improved:
+                    atomic_save(state, self.run_dir / "checkpoint_best.pt")
+                atomic_save(state, self.run_dir / "checkpoint_last.pt")
+        return self.history
+
+    def _update_best(self, record: dict[str, Any], larger_better: bool) -> bool:
+        key = f"valid_{self.config.select_metric}"
+        value = record.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = -record["train_loss"] if larger_better else record["train_loss"]
+        best = self.best["value"]
+        if best is None or (value > best if larger_better else value < best):
+            self.best = {"value": value, "epoch": record["epoch"], "metric": key}
+            return True
+        return False
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}", f"loss {record['train_loss']:.4g}"]
+    for key, label in (("valid_edge_accuracy", "acc"), ("valid_nll", "nll"), ("valid_mse", "mse")):
+        if key in record:
+            parts.append(f"{label} {record[key]:.4g}")
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)

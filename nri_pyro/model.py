@@ -1,0 +1,150 @@
+"""The NRI generative model as a Pyro program.
+
+For each trajectory b in a plate over trajectories:
+
+    z_b ~ EdgePrior                                  (relaxed one-hot, [E, K])
+    x_b[:, t+1] ~ Normal(decoder(x_b, z_b)[t], sigma)   for t = 0 .. T-2
+
+The decoder passes messages only along the sampled edges and follows NRI's multi-step
+scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
+Known edges (all, or some with a mask) are observed: they replace the latent types in the
+decoder, and their own likelihood under the prior is an observed site.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from nri_pyro.nn import MLPDecoder, full_graph
+from nri_pyro.priors import build_prior
+from nri_pyro.specs import DECODER_SCHEME_KEYS, DECODERS, component_kwargs
+
+
+def check_trajectories(x: Tensor, num_features: int | None = None) -> None:
+    """Clear errors for trajectories the model cannot use: x must be [B, N, T, D]."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"trajectories must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"trajectories must have shape [B, N, T, D] (batch, objects, frames, features), "
+            f"got {tuple(x.shape)}"
+        )
+    if x.shape[1] < 2 or x.shape[2] < 2:
+        raise ValueError(f"need at least 2 objects and 2 frames, got shape {tuple(x.shape)}")
+    if num_features is not None and x.shape[3] != num_features:
+        raise ValueError(f"the model was built for {num_features} features, got {x.shape[3]}")
+    if not torch.isfinite(x).all():
+        raise ValueError("trajectories contain NaN or infinite values")
+
+
+def check_edges(edges: Tensor | None, edge_mask: Tensor | None, x: Tensor, k: int) -> None:
+    b, n = x.shape[:2]
+    e = n * (n - 1)
+    for name, t in (("edges", edges), ("edge_mask", edge_mask)):
+        if t is not None and tuple(t.shape) != (b, e):
+            raise ValueError(
+                f"{name} must have shape [B, E] = [{b}, {e}] (E = N(N-1) ordered pairs, "
+                f"receiver-major), got {tuple(t.shape)}"
+            )
+    if edge_mask is not None and edges is None:
+        raise ValueError("edge_mask needs edges: the values of the known edges")
+    if edges is not None and (edges.min() < 0 or edges.max() >= k):
+        raise ValueError(f"edge types must lie in 0..{k - 1}")
+
+
+class NRIModel(PyroModule):
+    """p(z) p(x | z): the edge prior of the spec and a GNN dynamics likelihood.
+
+    ``spec`` is a resolved model spec (:func:`nri_pyro.specs.resolve_model_spec`).
+    Call as ``model(x, edges=None, edge_mask=None, num_trajectories=None, kl_weight=1.0)``
+    with x: [B, N, T, D]; edges: [B, E] known edge types and edge_mask: [B, E] which of
+    them are known (all when edges are given without a mask). ``num_trajectories`` is the
+    size of the dataset a minibatch was drawn from, so that the ELBO is scaled for it;
+    ``kl_weight`` scales the edge site (KL annealing), in the guide likewise.
+    """
+
+    def __init__(self, spec: dict[str, Any], num_features: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.num_features = num_features
+        self.num_edge_types = spec["edge_types"]
+        # Dense one-hot message passing (the reference's O(N^3) formulation): benchmarks only.
+        self.dense = False
+        decoder = spec["decoder"]
+        self.prediction_steps = decoder.get("prediction_steps", 10)
+        self.burn_in_steps = decoder.get("burn_in_steps")
+        cls = DECODERS[decoder["name"]]
+        self.decoder = cls(
+            num_features,
+            num_edge_types=self.num_edge_types,
+            **component_kwargs(decoder, DECODER_SCHEME_KEYS),
+        )
+        self.prior = build_prior(spec["prior"], self.num_edge_types)
+        log_sigma = torch.tensor(0.5 * math.log(spec["likelihood"]["variance"]))
+        if spec["likelihood"]["learn_variance"]:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> Tensor:
+        return self.log_sigma.exp()
+
+    def predict(self, x: Tensor, z: Tensor) -> Tensor:
+        """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K]."""
+        graph = full_graph(x.shape[1], x.device, dense=self.dense)
+        if self.burn_in_steps is not None:
+            return self.decoder(
+                x, z, graph, self.prediction_steps, burn_in_steps=self.burn_in_steps
+            )
+        return self.decoder(x, z, graph, self.prediction_steps)
+
+    def rollout(self, x_prefix: Tensor, z: Tensor, steps: int) -> Tensor:
+        """Predict ``steps`` frames after the prefix on the decoder's own: [B, N, steps, D]."""
+        graph = full_graph(x_prefix.shape[1], x_prefix.device, dense=self.dense)
+        if isinstance(self.decoder, MLPDecoder):  # Markovian: start from the last prefix frame
+            return self.decoder.rollout(x_prefix[:, :, -1], z, graph, steps)
+        return self.decoder.rollout(x_prefix, z, graph, steps)
+
+    def forward(
+        self,
+        x: Tensor,
+        edges: Tensor | None = None,
+        edge_mask: Tensor | None = None,
+        *,
+        num_trajectories: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> Tensor:
+        check_trajectories(x, self.num_features)
+        check_edges(edges, edge_mask, x, self.num_edge_types)
+        batch, num_objects = x.shape[:2]
+        num_edges = num_objects * (num_objects - 1)
+        size = num_trajectories or batch
+        subsample = torch.arange(batch, device=x.device)
+        known = None
+        if edges is not None:
+            known = torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
+        with pyro.plate("trajectories", size, subsample=subsample):
+            prior = self.prior.distribution(x, num_edges).expand([batch, num_edges])
+            if known is not None:
+                prior = prior.mask(~known)
+            with poutine.scale(scale=kl_weight):
+                z = pyro.sample("edges", prior.to_event(1))
+            if known is not None:
+                one_hot = nn.functional.one_hot(edges, self.num_edge_types).to(z.dtype)
+                z = torch.where(known.unsqueeze(-1), one_hot, z)
+                probs = self.prior.probs(x).expand([batch, num_edges, self.num_edge_types])
+                observed = dist.Categorical(probs=probs).mask(known).to_event(1)
+                pyro.sample("known_edges", observed, obs=edges)
+            loc = self.predict(x, z)
+            likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
+            pyro.sample("x", likelihood, obs=x[:, :, 1:])
+        return z

@@ -1,0 +1,164 @@
+"""The fully connected directed graph that NRI passes messages on, and its edge order.
+
+Objects are 0..N-1. The E = N(N-1) ordered pairs (i, j), i != j, are enumerated
+receiver-major: i (the receiver) outer, j (the sender) inner. ``adjacency[i, j]`` is the type
+of j's influence on i; messages flow j -> i and are aggregated at i.
+
+Every function here treats dimension -2 as the node (or edge) dimension, so any leading
+dimensions (batch, time, ...) pass through: ``x: [..., N, H]``, ``e: [..., E, H]``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+
+def _edge_index(num_objects: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+    """receivers, senders: [E], receiver-major, diagonal skipped."""
+    off_diagonal = ~torch.eye(num_objects, dtype=torch.bool, device=device)
+    receivers, senders = off_diagonal.nonzero(as_tuple=True)  # row-major order
+    return receivers, senders
+
+
+class Graph:
+    """Index tensors of the full graph on N objects, with gather/scatter message passing.
+
+    Memory is O(B E H): node features are gathered per edge, and incoming edges are summed
+    by a reshape, since receiver-major order makes each receiver's N-1 edges contiguous.
+    """
+
+    def __init__(self, num_objects: int, device: torch.device | str | None = None) -> None:
+        if num_objects < 2:
+            raise ValueError(f"a graph needs at least 2 objects, got num_objects={num_objects}")
+        self.num_objects = num_objects
+        self.num_edges = num_objects * (num_objects - 1)
+        self.receivers, self.senders = _edge_index(num_objects, torch.device(device or "cpu"))
+
+    @property
+    def device(self) -> torch.device:
+        return self.receivers.device
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_objects={self.num_objects}, device={self.device})"
+
+    def node_to_edge(self, x: Tensor) -> Tensor:
+        """x: [..., N, H] -> [..., E, 2H], each edge's [sender, receiver] features."""
+        self._check(x, self.num_objects, "x", "N (objects)")
+        return torch.cat(
+            [x.index_select(-2, self.senders), x.index_select(-2, self.receivers)], dim=-1
+        )
+
+    def edge_to_node(self, e: Tensor, mean: bool = False) -> Tensor:
+        """e: [..., E, H] -> [..., N, H], the sum (or mean) of each node's incoming edges."""
+        self._check(e, self.num_edges, "e", "E (edges)")
+        total = e.unflatten(-2, (self.num_objects, self.num_objects - 1)).sum(-2)
+        return total / (self.num_objects - 1) if mean else total
+
+    def _check(self, t: Tensor, size: int, name: str, what: str) -> None:
+        if t.dim() < 2 or t.shape[-2] != size:
+            raise ValueError(
+                f"{name} must have {what} = {size} in dimension -2 for a graph on "
+                f"{self.num_objects} objects, got shape {tuple(t.shape)}"
+            )
+        if t.device != self.device:
+            raise ValueError(
+                f"{name} is on {t.device} but the graph is on {self.device}; "
+                f"use full_graph({self.num_objects}, {name}.device)"
+            )
+
+
+class DenseGraph(Graph):
+    """The same graph with the reference's dense one-hot incidence matrices (O(N^3)).
+
+    For tests and benchmarks only: it computes what ``Graph`` computes, by matmuls.
+    """
+
+    def __init__(self, num_objects: int, device: torch.device | str | None = None) -> None:
+        super().__init__(num_objects, device)
+        eye = torch.eye(num_objects, device=self.device)
+        self.rel_rec = eye[self.receivers]  # [E, N]
+        self.rel_send = eye[self.senders]  # [E, N]
+
+    def node_to_edge(self, x: Tensor) -> Tensor:
+        """x: [..., N, H] -> [..., E, 2H]."""
+        self._check(x, self.num_objects, "x", "N (objects)")
+        rel_rec, rel_send = self.rel_rec.to(x.dtype), self.rel_send.to(x.dtype)
+        return torch.cat([rel_send @ x, rel_rec @ x], dim=-1)
+
+    def edge_to_node(self, e: Tensor, mean: bool = False) -> Tensor:
+        """e: [..., E, H] -> [..., N, H]."""
+        self._check(e, self.num_edges, "e", "E (edges)")
+        total = self.rel_rec.to(e.dtype).t() @ e
+        return total / (self.num_objects - 1) if mean else total
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_graph(num_objects: int, device: torch.device, dense: bool) -> Graph:
+    return (DenseGraph if dense else Graph)(num_objects, device)
+
+
+def full_graph(
+    num_objects: int, device: torch.device | str | None = None, dense: bool = False
+) -> Graph:
+    """The (cached) full graph on ``num_objects`` objects; ``dense`` gives a DenseGraph."""
+    return _cached_graph(num_objects, torch.device(device or "cpu"), dense)
+
+
+def edges_to_adjacency(
+    edges: Tensor, num_objects: int, fill: float = 0, *, dim: int = -1
+) -> Tensor:
+    """Edge values in receiver-major order -> adjacency matrices, ``fill`` on the diagonal.
+
+    edges: [..., E, *rest] with the edge dimension at ``dim`` -> [..., N, N, *rest].
+    The default ``dim=-1`` suits labels [B, E]; pass ``dim=-2`` for probabilities [B, E, K].
+    Works for any dtype (integer labels, float probabilities, bool).
+    """
+    num_edges = num_objects * (num_objects - 1)
+    dim = dim % edges.dim() if edges.dim() else 0
+    if edges.dim() == 0 or edges.shape[dim] != num_edges:
+        raise ValueError(
+            f"edges must have E = N(N-1) = {num_edges} entries in dimension {dim} for "
+            f"{num_objects} objects, got shape {tuple(edges.shape)}; pass dim= to say which "
+            "dimension holds the edges (dim=-2 for [B, E, K])"
+        )
+    receivers, senders = _edge_index(num_objects, edges.device)
+    moved = edges.movedim(dim, 0)  # [E, ...]
+    flat = moved.new_full((num_objects * num_objects, *moved.shape[1:]), fill)
+    flat = flat.index_copy(0, receivers * num_objects + senders, moved)
+    return flat.unflatten(0, (num_objects, num_objects)).movedim((0, 1), (dim, dim + 1))
+
+
+def adjacency_to_edges(adj: Tensor, *, dim: int = -2) -> Tensor:
+    """Adjacency matrices -> edge values in receiver-major order, diagonal dropped.
+
+    adj: [..., N, N, *rest] with the receiver dimension at ``dim`` and the sender dimension
+    right after it -> [..., E, *rest]. The default ``dim=-2`` suits [B, N, N]; pass
+    ``dim=-3`` for [B, N, N, K].
+    """
+    if adj.dim() < 2:
+        raise ValueError(f"adj must have at least 2 dimensions, got shape {tuple(adj.shape)}")
+    dim = dim % adj.dim()
+    if dim + 1 >= adj.dim() or adj.shape[dim] != adj.shape[dim + 1]:
+        raise ValueError(
+            f"adj must be square in dimensions {dim} and {dim + 1}, got shape "
+            f"{tuple(adj.shape)}; pass dim= to say where the N x N block starts"
+        )
+    num_objects = adj.shape[dim]
+    receivers, senders = _edge_index(num_objects, adj.device)
+    return adj.flatten(dim, dim + 1).index_select(dim, receivers * num_objects + senders)
+
+
+def permute_objects_edges(perm: Tensor) -> Tensor:
+    """The edge permutation induced by relabelling objects: new object a is old perm[a].
+
+    perm: [N] -> [E] such that ``edges_new = edges_old[..., result, :]`` describes the same
+    graph on the relabelled objects.
+    """
+    num_objects = perm.numel()
+    receivers, senders = _edge_index(num_objects, perm.device)
+    old_receivers, old_senders = perm[receivers], perm[senders]
+    # Receiver-major index of (i, j): row i holds N-1 edges, j shifts down past the diagonal.
+    return old_receivers * (num_objects - 1) + old_senders - (old_senders > old_receivers).long()

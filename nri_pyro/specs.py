@@ -1,0 +1,262 @@
+"""Model, guide and training specs: YAML files resolved against defaults, with overrides.
+
+A spec names components and their settings; this module checks every key once, before
+any work, and maps names to classes through small registries. Overrides address a key by
+its dotted path: ``prior.name=sparse`` and ``decoder.hidden=64`` in the model spec,
+``guide.encoder.hidden=64`` in the guide spec, ``train.lr=1e-3`` in the training settings.
+Values are parsed as YAML (``1e-3``, ``true``, ``[0.9, 0.1]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nri_pyro.nn import CNNEncoder, MLPDecoder, MLPEncoder, RNNDecoder
+from nri_pyro.priors import PRIORS, build_prior
+
+ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
+DECODERS = {"mlp": MLPDecoder, "rnn": RNNDecoder}
+# Settings the model reads itself; the rest of a decoder section goes to the class.
+DECODER_SCHEME_KEYS = {"prediction_steps", "burn_in_steps"}
+# Arguments the library fills in from the data, never from a spec.
+FROM_DATA = {"num_features", "num_frames", "num_edge_types", "self"}
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "edge_types": 2,
+    "decoder": {"name": "mlp", "prediction_steps": 10},
+    "likelihood": {"variance": 5e-5, "learn_variance": False},
+    "prior": {"name": "uniform"},
+}
+GUIDE_DEFAULTS: dict[str, Any] = {
+    "encoder": {"name": "mlp"},
+    "temperature": 0.5,
+    "hard": False,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the paper's recipe is the default."""
+
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 5e-4
+    lr_decay_every: int = 200
+    lr_decay: float = 0.5
+    grad_clip: float | None = None
+    objective: str = "nri"
+    kl_weight: float = 1.0
+    kl_anneal_epochs: int = 0
+    select_metric: str = "nll"
+    eval_batch_size: int = 256
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "train.epochs must be >= 1"),
+            (self.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.lr > 0, "train.lr must be positive"),
+            (self.lr_decay_every >= 1, "train.lr_decay_every must be >= 1"),
+            (0 < self.lr_decay <= 1, "train.lr_decay must lie in (0, 1]"),
+            (self.grad_clip is None or self.grad_clip > 0, "train.grad_clip must be positive"),
+            (self.objective in ("nri", "concrete"), "train.objective must be nri or concrete"),
+            (self.kl_weight > 0, "train.kl_weight must be positive"),
+            (self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs must be >= 0"),
+            (
+                self.select_metric in SELECT_METRICS,
+                f"train.select_metric must be one of {', '.join(SELECT_METRICS)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# Validation metric -> whether larger is better.
+SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse": False}
+
+
+def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A spec from a YAML file (or a dict, or nothing)."""
+    if path is None:
+        return {}
+    if isinstance(path, Mapping):
+        return copy.deepcopy(dict(path))
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(defaults))
+    for key, value in spec.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            # A component section whose name changes starts from its new defaults.
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(dict(value))
+            else:
+                out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _component_keys(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - FROM_DATA
+
+
+def _check_component(section: str, spec: Mapping[str, Any], registry: dict[str, type],
+                     extra: Iterable[str] = ()) -> None:  # fmt: skip
+    name = spec.get("name")
+    if name not in registry:
+        raise ValueError(
+            f"unknown {section}.name {name!r}; valid names: {', '.join(sorted(registry))}"
+        )
+    valid = _component_keys(registry[name]) | {"name", *extra}
+    unknown = sorted(set(spec) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)} for {section} "
+            f"{name!r}; valid keys: {', '.join(sorted(valid))}"
+        )
+
+
+def _check_keys(where: str, spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} in the {where}; "
+            f"valid keys: {', '.join(sorted(defaults))}"
+        )
+
+
+def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Model spec merged with defaults and checked: unknown keys and names are errors."""
+    _check_keys("model spec", spec, MODEL_DEFAULTS)
+    resolved = _merge(MODEL_DEFAULTS, spec)
+    _check_component("decoder", resolved["decoder"], DECODERS, DECODER_SCHEME_KEYS)
+    _check_keys("model spec's likelihood", resolved["likelihood"], MODEL_DEFAULTS["likelihood"])
+    k = resolved["edge_types"]
+    if not isinstance(k, int) or k < 2:
+        raise ValueError(f"edge_types must be an integer >= 2, got {k!r}")
+    if not resolved["likelihood"]["variance"] > 0:
+        raise ValueError("likelihood.variance must be positive")
+    steps = resolved["decoder"].get("prediction_steps", 10)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")
+    build_prior(resolved["prior"], k)  # checks the prior's name and settings
+    return resolved
+
+
+def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Guide spec merged with defaults and checked."""
+    _check_keys("guide spec", spec, GUIDE_DEFAULTS)
+    resolved = _merge(GUIDE_DEFAULTS, spec)
+    _check_component("encoder", resolved["encoder"], ENCODERS)
+    if not resolved["temperature"] > 0:
+        raise ValueError(f"temperature must be positive, got {resolved['temperature']!r}")
+    if not isinstance(resolved["hard"], bool):
+        raise ValueError(f"hard must be true or false, got {resolved['hard']!r}")
+    return resolved
+
+
+def resolve_train_config(spec: Mapping[str, Any]) -> TrainConfig:
+    valid = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(spec) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown training setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    return TrainConfig(**spec)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(
+    model: dict[str, Any],
+    guide: dict[str, Any],
+    train: dict[str, Any],
+    overrides: Iterable[str],
+) -> None:
+    """Apply ``key=value`` overrides in place (before resolving).
+
+    ``guide.``- and ``train.``-prefixed keys go to the guide spec and the training
+    settings; anything else addresses the model spec. A key that exists nowhere is an
+    error that names the valid keys at that level (a prior's own settings are checked
+    when the prior is built, since they depend on its name).
+    """
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] == "guide":
+            target, defaults, path = guide, GUIDE_DEFAULTS, path[1:]
+        elif path[0] == "train":
+            target, path = train, path[1:]
+            defaults = {f.name: None for f in fields(TrainConfig)}
+        elif path[0] == "model":
+            target, defaults, path = model, MODEL_DEFAULTS, path[1:]
+        else:
+            target, defaults = model, MODEL_DEFAULTS
+        if not path:
+            raise ValueError(f"--set {text!r} names no key")
+        section = target.get(path[0])
+        renamed = path[1:] == ["name"] and path[0] in ("prior", "decoder", "encoder")
+        if renamed and isinstance(section, dict) and section.get("name") != value:
+            # Another component: its settings start from its own defaults.
+            target[path[0]] = {}
+        _set_path(target, defaults, path, value, text)
+
+
+def _set_path(target: dict, defaults: Mapping, path: list[str], value: Any, text: str) -> None:
+    head, rest = path[0], path[1:]
+    open_section = defaults is None  # component sections take the component's own keys
+    if not open_section and head not in defaults and head not in target:
+        raise ValueError(
+            f"--set {text!r}: no key {head!r} here; valid keys: {', '.join(sorted(defaults))}"
+        )
+    if not rest:
+        target[head] = value
+        return
+    child = target.setdefault(head, {})
+    if not isinstance(child, dict):
+        raise ValueError(f"--set {text!r}: {head!r} is a value, not a section")
+    child_defaults = defaults.get(head) if isinstance(defaults, Mapping) else None
+    _set_path(child, None if head in ("prior", "decoder", "encoder") else child_defaults,
+              rest, value, text)  # fmt: skip
+
+
+def component_kwargs(spec: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """A component section without its name and the keys the library reads itself."""
+    skip = {"name", *exclude}
+    return {k: v for k, v in spec.items() if k not in skip}
+
+
+def valid_prior_names() -> list[str]:
+    return sorted(PRIORS)
+
+
+def train_config_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)

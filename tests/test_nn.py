@@ -1,0 +1,260 @@
+"""The GNN blocks: edge order, indexed vs dense message passing, equivariance, decoding schemes."""
+
+import pytest
+import torch
+
+from nri_pyro.nn import (
+    CNNEncoder,
+    DenseGraph,
+    Graph,
+    MLPDecoder,
+    MLPEncoder,
+    RNNDecoder,
+    adjacency_to_edges,
+    edges_to_adjacency,
+    full_graph,
+)
+from nri_pyro.nn.graph import permute_objects_edges
+
+B, N, T, D, K, H = 3, 5, 16, 4, 2, 16
+E = N * (N - 1)
+
+
+def _data(seed=0, batch=B, frames=T, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, N, frames, D, generator=gen, dtype=dtype)
+    edges = torch.softmax(torch.randn(batch, E, K, generator=gen, dtype=dtype), dim=-1)
+    return x, edges
+
+
+def _module(cls, **kwargs):
+    torch.manual_seed(0)
+    return cls(**kwargs).double().eval()
+
+
+ENCODERS = {
+    "mlp": lambda **kw: _module(MLPEncoder, num_frames=T, num_features=D, hidden=H, **kw),
+    "cnn": lambda **kw: _module(CNNEncoder, num_features=D, hidden=H, **kw),
+}
+DECODERS = {
+    "mlp": lambda **kw: _module(
+        MLPDecoder, num_features=D, msg_hidden=H, msg_out=H, hidden=H, **kw
+    ),
+    "rnn": lambda **kw: _module(RNNDecoder, num_features=D, hidden=H, **kw),
+}
+
+
+def test_edges_are_receiver_major_pairs_without_the_diagonal():
+    g = Graph(3)
+    pairs = list(zip(g.receivers.tolist(), g.senders.tolist(), strict=True))
+    assert pairs == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    x = torch.arange(3.0)[:, None]  # object a has feature a
+    e = g.node_to_edge(x)
+    assert e[2].tolist() == [0.0, 1.0]  # edge (receiver 1, sender 0): sender features first
+    incoming = g.edge_to_node(torch.arange(6.0)[:, None])
+    assert incoming[:, 0].tolist() == [0 + 1, 2 + 3, 4 + 5]
+
+
+def test_indexed_graph_equals_dense_graph_on_random_inputs():
+    g, dense = Graph(N), DenseGraph(N)
+    x = torch.randn(2, 7, N, 6, dtype=torch.float64)
+    e = torch.randn(2, 7, E, 6, dtype=torch.float64)
+    torch.testing.assert_close(g.node_to_edge(x), dense.node_to_edge(x))
+    for mean in (False, True):
+        torch.testing.assert_close(g.edge_to_node(e, mean), dense.edge_to_node(e, mean))
+    torch.testing.assert_close(g.edge_to_node(e, mean=True) * (N - 1), g.edge_to_node(e))
+
+
+def test_full_graph_is_cached_per_size_device_and_kind():
+    assert full_graph(4, "cpu") is full_graph(4, torch.device("cpu"))
+    assert full_graph(4) is not full_graph(5)
+    assert isinstance(full_graph(4, dense=True), DenseGraph)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.float32, torch.bool])
+def test_adjacency_and_edges_round_trip(dtype):
+    adj = torch.randint(0, 2, (6, N, N)).to(dtype)
+    adj[:, range(N), range(N)] = 0
+    edges = adjacency_to_edges(adj)
+    assert edges.shape == (6, E) and edges.dtype == dtype
+    assert torch.equal(edges_to_adjacency(edges, N), adj)
+    g = Graph(N)
+    assert torch.equal(edges[:, 3], adj[:, g.receivers[3], g.senders[3]])
+
+
+def test_adjacency_of_probabilities_keeps_the_type_dimension_and_fills_the_diagonal():
+    _, probs = _data()
+    adj = edges_to_adjacency(probs, N, fill=-1.0, dim=-2)
+    assert adj.shape == (B, N, N, K)
+    assert torch.all(adj[:, range(N), range(N)] == -1.0)
+    torch.testing.assert_close(adjacency_to_edges(adj, dim=-3), probs)
+
+
+def test_edges_to_adjacency_says_which_dimension_is_wrong():
+    with pytest.raises(ValueError, match="E = N\\(N-1\\) = 20"):
+        edges_to_adjacency(torch.zeros(B, E, K), N)
+
+
+def test_permute_objects_edges_matches_relabelling_the_adjacency():
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    adj = torch.randint(0, 3, (N, N))
+    relabelled = adj[perm][:, perm]  # new object a is old object perm[a]
+    assert torch.equal(
+        adjacency_to_edges(adj)[permute_objects_edges(perm)], adjacency_to_edges(relabelled)
+    )
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("factor", [True, False])
+def test_encoders_give_the_same_logits_with_indexed_and_dense_graphs(name, factor):
+    encoder = ENCODERS[name](factor=factor)
+    x, _ = _data()
+    logits = encoder(x, Graph(N))
+    assert logits.shape == (B, E, K)
+    torch.testing.assert_close(logits, encoder(x, DenseGraph(N)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_decoders_give_the_same_predictions_with_indexed_and_dense_graphs(name):
+    decoder = DECODERS[name]()
+    x, edges = _data()
+    out = decoder(x, edges, Graph(N), prediction_steps=3)
+    assert out.shape == (B, N, T - 1, D)
+    torch.testing.assert_close(
+        out, decoder(x, edges, DenseGraph(N), prediction_steps=3), atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_permuting_objects_permutes_the_encoder_logits(name):
+    encoder = ENCODERS[name]()
+    x, _ = _data()
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(1))
+    graph = full_graph(N)
+    expected = encoder(x, graph)[:, permute_objects_edges(perm)]
+    torch.testing.assert_close(encoder(x[:, perm], graph), expected)
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_skip_first_type_zero_sends_no_message(name):
+    x, edges = _data()
+    graph = full_graph(N)
+    no_messages = torch.zeros_like(edges)
+    type0 = torch.zeros_like(edges)
+    type0[..., 0] = 1.0
+    reweighted = edges.clone()
+    reweighted[..., 0] = 5.0 * torch.rand(B, E, dtype=edges.dtype)
+
+    decoder = DECODERS[name](skip_first=True)
+    out = decoder(x, edges, graph)
+    torch.testing.assert_close(decoder(x, reweighted, graph), out)
+    torch.testing.assert_close(decoder(x, type0, graph), decoder(x, no_messages, graph))
+
+    # Without skip-first, type 0 is an ordinary message-sending type.
+    decoder = DECODERS[name](skip_first=False)
+    assert not torch.allclose(decoder(x, reweighted, graph), decoder(x, edges, graph))
+
+
+@pytest.mark.parametrize("prediction_steps", [1, 4, 20])
+def test_mlp_decoder_forward_is_a_rollout_from_every_pth_ground_truth_frame(prediction_steps):
+    decoder = DECODERS["mlp"]()
+    x, edges = _data()
+    graph = full_graph(N)
+    out = decoder(x, edges, graph, prediction_steps=prediction_steps)
+    assert out.shape == (B, N, T - 1, D)
+    for t in range(T - 1):
+        start, s = divmod(t, prediction_steps)
+        start *= prediction_steps
+        expected = decoder.rollout(x[:, :, start], edges, graph, steps=s + 1)[:, :, s]
+        torch.testing.assert_close(out[:, :, t], expected)
+
+
+def test_mlp_decoder_step_broadcasts_edges_over_time():
+    decoder = DECODERS["mlp"]()
+    x, edges = _data()
+    graph = full_graph(N)
+    per_frame = decoder.step(x.transpose(1, 2), edges[:, None], graph)  # [B, T, N, D]
+    torch.testing.assert_close(per_frame[:, 3], decoder.step(x[:, :, 3], edges, graph))
+
+
+def test_rnn_decoder_rollout_continues_a_burnt_in_prefix():
+    decoder = DECODERS["rnn"]()
+    x, edges = _data()
+    graph = full_graph(N)
+    prefix = 6
+    rollout = decoder.rollout(x[:, :, :prefix], edges, graph, steps=T - prefix)
+    assert rollout.shape == (B, N, T - prefix, D)
+    burnt_in = decoder(x, edges, graph, burn_in_steps=prefix)
+    torch.testing.assert_close(burnt_in[:, :, prefix - 1 :], rollout)
+    # After burn-in it never reads ground truth again.
+    changed = x.clone()
+    changed[:, :, prefix:] += 1.0
+    torch.testing.assert_close(decoder(changed, edges, graph, burn_in_steps=prefix), burnt_in)
+
+
+def test_rnn_decoder_with_one_prediction_step_reads_ground_truth_every_step():
+    decoder = DECODERS["rnn"]()
+    x, edges = _data()
+    graph = full_graph(N)
+    out = decoder(x, edges, graph, prediction_steps=1)
+    t = 5
+    later = x.clone()
+    later[:, :, t + 2] += 1.0
+    torch.testing.assert_close(
+        decoder(later, edges, graph, prediction_steps=1)[:, :, : t + 2], out[:, :, : t + 2]
+    )
+    now = x.clone()
+    now[:, :, t] += 1.0
+    changed = decoder(now, edges, graph, prediction_steps=1)
+    torch.testing.assert_close(changed[:, :, :t], out[:, :, :t])
+    assert not torch.allclose(changed[:, :, t], out[:, :, t])
+
+
+def test_mlp_encoder_refuses_another_frame_count():
+    encoder = ENCODERS["mlp"]()
+    x, _ = _data(frames=T - 2)
+    with pytest.raises(ValueError, match=f"exactly {T} frames.*got T = {T - 2}"):
+        encoder(x, full_graph(N))
+
+
+def test_cnn_encoder_refuses_too_short_trajectories():
+    encoder = ENCODERS["cnn"]()
+    encoder(_data(frames=14)[0], full_graph(N))  # the minimum works
+    with pytest.raises(ValueError, match="at least 14 frames, got T = 13"):
+        encoder(_data(frames=13)[0], full_graph(N))
+
+
+def test_bad_shapes_raise_value_errors_that_name_expected_and_got():
+    x, edges = _data()
+    encoder, decoder = ENCODERS["mlp"](), DECODERS["mlp"]()
+    graph = full_graph(N)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        encoder(x[0], graph)
+    with pytest.raises(ValueError, match="x has 5 objects but the graph has 6"):
+        encoder(x, full_graph(N + 1))
+    with pytest.raises(ValueError, match=f"E = {E}.*K = {K}.*got shape \\(3, 20, 3\\)"):
+        decoder(x, torch.cat([edges, edges[..., :1]], -1), graph)
+    with pytest.raises(ValueError, match="B = 3"):
+        decoder(x, edges[:2], graph)
+    with pytest.raises(ValueError, match="N = 6"):
+        decoder.step(x[:, :, 0], edges, full_graph(N + 1))
+    with pytest.raises(ValueError, match="at least 2 edge types"):
+        MLPDecoder(D, num_edge_types=1, skip_first=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_every_module_runs_on_cuda():
+    cuda = torch.device("cuda")
+    x, edges = (t.float().to(cuda) for t in _data())
+    graph = full_graph(N, cuda)
+    for encoder in ENCODERS.values():
+        assert encoder().float().to(cuda)(x, graph).device.type == "cuda"
+    mlp, rnn = (build().float().to(cuda) for build in DECODERS.values())
+    outputs = [
+        mlp(x, edges, graph),
+        mlp.rollout(x[:, :, 0], edges, graph, steps=3),
+        rnn(x, edges, graph, burn_in_steps=4),
+        rnn.rollout(x[:, :, :4], edges, graph, steps=3),
+        DenseGraph(N, cuda).edge_to_node(graph.node_to_edge(x[:, :, 0])),
+    ]
+    assert all(out.device.type == "cuda" for out in outputs)

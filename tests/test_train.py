@@ -1,0 +1,162 @@
+"""Training: exact resume, atomic checkpoints, the run folder, the commands, and learning."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nri_pyro import generate_dataset, simulate
+from nri_pyro.api import NRI
+from nri_pyro.cli import main
+from nri_pyro.infer import load_checkpoint
+
+TINY = [
+    "decoder.msg_hidden=16",
+    "decoder.msg_out=16",
+    "decoder.hidden=16",
+    "guide.encoder.hidden=16",
+    "train.batch_size=16",
+    "train.progress=false",
+    "train.eval_batch_size=64",
+]
+
+
+@pytest.fixture(scope="module")
+def small():
+    return {
+        "train": simulate("springs", 64, num_objects=3, num_frames=12, seed=0),
+        "valid": simulate("springs", 32, num_objects=3, num_frames=12, seed=0, split="valid"),
+        "test": simulate("springs", 32, num_objects=3, num_frames=99, seed=0, split="test"),
+    }
+
+
+def _params(nri):
+    return torch.cat([p.detach().flatten() for p in [*nri.model.parameters(),
+                                                     *nri.guide.parameters()]])  # fmt: skip
+
+
+def test_resume_continues_exactly_where_the_last_checkpoint_was(tmp_path, small):
+    whole = NRI(overrides=TINY).fit(small["train"], small["valid"], epochs=4, out=tmp_path / "a")
+    NRI(overrides=TINY).fit(small["train"], small["valid"], epochs=2, out=tmp_path / "b")
+    resumed = NRI(overrides=TINY).fit(
+        small["train"], small["valid"], epochs=4, out=tmp_path / "b", resume=True
+    )
+    a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    last_a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")
+    last_b = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    for key, value in last_a["model_state"].items():
+        assert torch.equal(value, last_b["model_state"][key]), key
+    assert resumed.history[-1]["train_loss"] == whole.history[-1]["train_loss"]
+
+
+def test_a_run_folder_holds_specs_checkpoints_and_metrics(tmp_path, small):
+    out = tmp_path / "run"
+    nri = NRI(overrides=TINY).fit(small["train"], small["valid"], epochs=2, out=out)
+    names = {p.name for p in out.iterdir()}
+    assert {"model.yaml", "guide.yaml", "train.yaml", "checkpoint_best.pt", "checkpoint_last.pt",
+            "metrics.jsonl"} <= names  # fmt: skip
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    loaded = NRI.load(out)
+    assert torch.allclose(loaded.infer_edges(small["test"]), nri.infer_edges(small["test"]))
+    assert loaded.normalizer == nri.normalizer
+    with pytest.raises(FileExistsError, match="--resume"):
+        NRI(overrides=TINY).fit(small["train"], epochs=1, out=out)
+
+
+def test_evaluation_reports_the_protocol_metrics(small):
+    nri = NRI(overrides=TINY).fit(small["train"], epochs=1, log=None)
+    metrics = nri.evaluate(small["test"])
+    for key in ("edge_accuracy", "edge_auroc", "nll", "mse", "elbo_loss", "mse_1", "mse_20"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 <= metrics["edge_accuracy"] <= 1
+    rollout = nri.predict(small["test"], steps=5)
+    assert rollout.shape == (32, 3, 5, 4)
+
+
+def test_checkpoints_refuse_foreign_or_corrupt_files_and_mismatched_data(tmp_path, small):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        NRI.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an nri-pyro checkpoint"):
+        NRI.load(tmp_path / "foreign.pt")
+    nri = NRI(overrides=TINY).fit(small["train"], epochs=1, log=None)
+    path = nri.save(tmp_path / "model.pt")
+    loaded = NRI.load(path)
+    other = simulate("springs", 4, num_objects=4, num_frames=12, seed=0)
+    with pytest.raises(ValueError, match="trained on 3 objects"):
+        loaded.infer_edges(other)
+    short = simulate("springs", 4, num_objects=3, num_frames=6, seed=0)
+    with pytest.raises(ValueError, match="reads 12 frames"):
+        loaded.infer_edges(short)
+
+
+def test_train_evaluate_and_infer_commands(tmp_path, capsys):
+    data = generate_dataset("springs", tmp_path / "d", num_objects=3, train=48, valid=16,
+                            test=16, num_frames=12, progress=False)  # fmt: skip
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--epochs", "1", "--out", str(run)]
+    for item in TINY:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "held-out (test) edge accuracy" in out and str(run) in out
+    assert json.loads((run / "summary.json").read_text())["test"]["edge_accuracy"] >= 0
+    assert main(["evaluate", str(run), "--data", str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("edge_accuracy", "edge_auroc", "mse_1", "mse_10", "mse_20", "nll"):
+        assert key in metrics
+    assert main(["infer", str(run), "--data", str(data), "--out", str(tmp_path / "e.npz")]) == 0
+    inferred = np.load(tmp_path / "e.npz")
+    assert inferred["edge_probs"].shape == (16, 6, 2)
+    assert inferred["adjacency_probs"].shape == (16, 3, 3, 2)
+    assert np.allclose(inferred["edge_probs"].sum(-1), 1, atol=1e-5)
+
+
+def test_train_refuses_bad_input_before_any_work(tmp_path, capsys):
+    cases = [
+        (["train", "--set", "prior.name=nope"], "valid priors"),
+        (["train", "--set", "train.lr=0"], "train.lr must be positive"),
+        (["train", "--device", "cuda:9"], "cuda"),
+        (["train", "--data", str(tmp_path / "missing")], "no such dataset folder"),
+        (["evaluate", str(tmp_path / "norun"), "--data", str(tmp_path)], "does not exist"),
+    ]
+    for argv, message in cases:
+        started = time.perf_counter()
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+        assert time.perf_counter() - started < 10
+
+
+@pytest.mark.slow
+def test_a_short_cpu_training_run_learns_the_springs_graphs(tmp_path):
+    """Learning is tested by learning: held-out edge accuracy >= 0.80 after a few minutes."""
+    torch.set_num_threads(2)
+    splits = {
+        split: simulate("springs", size, seed=1, split=split)
+        for split, size in (("train", 2000), ("valid", 200), ("test", 500))
+    }
+    nri = NRI(
+        overrides=[
+            "decoder.msg_hidden=64",
+            "decoder.msg_out=64",
+            "decoder.hidden=64",
+            "guide.encoder.hidden=64",
+            "train.lr=0.001",
+            "train.batch_size=32",
+            "train.progress=false",
+        ]
+    )
+    nri.fit(
+        splits["train"], splits["valid"], epochs=LEARNING_EPOCHS, out=tmp_path / "run", log=None
+    )
+    accuracy = nri.evaluate(splits["test"])["edge_accuracy"]
+    assert accuracy >= 0.80, f"held-out edge accuracy {accuracy:.3f} < 0.80"
+
+
+LEARNING_EPOCHS = 20
