@@ -3,8 +3,9 @@
 The same network (the paper's: hidden 256, MLP encoder and decoder, batch 128, T = 49),
 once with gather/scatter over the edge index (ours, O(B E H) memory) and once with the
 reference's dense one-hot incidence matrices ([E, N] matmuls, O(N^3)), each in a fresh
-subprocess so that peak memory is its own. Prints steps per second, seconds per epoch of
-5,000 trajectories, peak memory above the process baseline, and ratios.
+subprocess so that peak memory is its own. Prints seconds per step, seconds per epoch of
+5,000 trajectories, peak memory of a training step above what data and parameters take
+(peak resident memory on the CPU, peak allocated memory on CUDA), and ratios.
 
     python benchmarks/train_step.py                     # N = 5, 10, 20 on the CPU
     python benchmarks/train_step.py --objects 5 10 20 50 --device cuda
@@ -49,11 +50,13 @@ def measure(
         loss.backward()
         optimizer.step()
 
+    base = _rss_mb()  # data and parameters, before any activation exists
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev) / 2**20
     step()  # warm-up
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    base = _rss_mb()
     start = time.perf_counter()
     for _ in range(steps):
         step()
