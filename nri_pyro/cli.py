@@ -198,22 +198,30 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
-    p.add_argument("run", help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, help="dataset folder")
+def _add_run_and_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (its best checkpoint) or checkpoint file")
+    p.add_argument("--data", required=True, help="dataset folder (a test split alone will do)")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(handler=_run_evaluate)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
+def _load_run_and_split(args: argparse.Namespace):
     from nri_pyro.api import NRI
     from nri_pyro.data.io import load_dataset
 
     nri = NRI.load(args.run, device=args.device)
-    data = load_dataset(args.data, splits=(args.split,))[args.split]
+    return nri, load_dataset(args.data, splits=(args.split,))[args.split]
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
+    _add_run_and_data(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    nri, data = _load_run_and_split(args)
     metrics = nri.evaluate(data)
     if args.json:
         print(json.dumps(metrics))
@@ -226,23 +234,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="write the inferred edge-type probabilities")
-    p.add_argument("run", help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    _add_run_and_data(p)
     p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--device", default="cpu")
     p.set_defaults(handler=_run_infer)
 
 
 def _run_infer(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nri_pyro.api import NRI
-    from nri_pyro.data.io import load_dataset
     from nri_pyro.nn import edges_to_adjacency
 
-    nri = NRI.load(args.run, device=args.device)
-    data = load_dataset(args.data, splits=(args.split,))[args.split]
+    nri, data = _load_run_and_split(args)
     probs = nri.infer_edges(data)
     adjacency = edges_to_adjacency(probs, data.num_objects, dim=-2)
     out = Path(args.out)

@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from nri_pyro.distributions import EdgeTypes
-from nri_pyro.model import check_edges, check_trajectories
+from nri_pyro.model import check_edges, check_trajectories, known_mask, trajectories_plate
 from nri_pyro.nn import MLPEncoder, full_graph
 from nri_pyro.specs import ENCODERS, component_kwargs
 
@@ -71,12 +71,10 @@ class NRIGuide(PyroModule):
     ) -> Tensor:
         check_edges(edges, edge_mask, x, self.num_edge_types)
         logits = self.logits(x)
-        batch = x.shape[0]
-        subsample = torch.arange(batch, device=x.device)
-        with pyro.plate("trajectories", num_trajectories or batch, subsample=subsample):
+        known = known_mask(edges, edge_mask)
+        with trajectories_plate(x, num_trajectories):
             q = EdgeTypes(self.temperature, logits=logits, hard=self.hard)
-            if edges is not None:
-                known = torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
+            if known is not None:
                 q = q.mask(~known)
             with poutine.scale(scale=kl_weight):
                 return pyro.sample("edges", q.to_event(1))

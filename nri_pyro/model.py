@@ -60,6 +60,20 @@ def check_edges(edges: Tensor | None, edge_mask: Tensor | None, x: Tensor, k: in
         raise ValueError(f"edge types must lie in 0..{k - 1}")
 
 
+def known_mask(edges: Tensor | None, edge_mask: Tensor | None) -> Tensor | None:
+    """Which edges are observed: [B, E] bool, or None when none are."""
+    if edges is None:
+        return None
+    return torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
+
+
+def trajectories_plate(x: Tensor, num_trajectories: int | None) -> pyro.plate:
+    """The plate over the trajectories of a minibatch x of a dataset of ``num_trajectories``."""
+    batch = x.shape[0]
+    subsample = torch.arange(batch, device=x.device)
+    return pyro.plate("trajectories", num_trajectories or batch, subsample=subsample)
+
+
 class NRIModel(PyroModule):
     """p(z) p(x | z): the edge prior of the spec and a GNN dynamics likelihood.
 
@@ -127,12 +141,8 @@ class NRIModel(PyroModule):
         check_edges(edges, edge_mask, x, self.num_edge_types)
         batch, num_objects = x.shape[:2]
         num_edges = num_objects * (num_objects - 1)
-        size = num_trajectories or batch
-        subsample = torch.arange(batch, device=x.device)
-        known = None
-        if edges is not None:
-            known = torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
-        with pyro.plate("trajectories", size, subsample=subsample):
+        known = known_mask(edges, edge_mask)
+        with trajectories_plate(x, num_trajectories):
             prior = self.prior.distribution(x, num_edges).expand([batch, num_edges])
             if known is not None:
                 prior = prior.mask(~known)

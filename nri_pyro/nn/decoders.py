@@ -54,6 +54,19 @@ class _TypedMLP(nn.Module):
         return self.activation(out + self.b2)
 
 
+def _output_mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    """The decoders' output network, predicting the change of a node's state."""
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_out),
+    )
+
+
 def _message_types(num_edge_types: int, skip_first: bool) -> int:
     if num_edge_types < 1 + skip_first:
         raise ValueError(
@@ -127,15 +140,7 @@ class MLPDecoder(nn.Module):
         self.messages = _TypedMLP(
             num_types, 2 * num_features, msg_hidden, msg_out, torch.relu, dropout
         )
-        self.out = nn.Sequential(
-            nn.Linear(num_features + msg_out, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_features),
-        )
+        self.out = _output_mlp(num_features + msg_out, hidden, num_features, dropout)
 
     def step(self, x_t: Tensor, edges: Tensor, graph: Graph) -> Tensor:
         """One step. x_t: [..., N, D], edges: [..., E, K] (broadcast) -> x_{t+1}: [..., N, D]."""
@@ -204,15 +209,7 @@ class RNNDecoder(nn.Module):
         self.hidden_r = nn.Linear(hidden, hidden, bias=False)
         self.hidden_i = nn.Linear(hidden, hidden, bias=False)
         self.hidden_n = nn.Linear(hidden, hidden, bias=False)
-        self.out = nn.Sequential(
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_features),
-        )
+        self.out = _output_mlp(hidden, hidden, num_features, dropout)
 
     def step(
         self, x_t: Tensor, hidden: Tensor, edges: Tensor, graph: Graph

@@ -44,6 +44,29 @@ def _check_nodes(x: Tensor, graph: Graph, num_features: int) -> None:
         raise ValueError(f"x must have D = {num_features} features, got {x.shape[3]}")
 
 
+class _EdgeHead(nn.Module):
+    """What both encoders do after their first edge embedding: the factor-graph pass
+    (edge -> node, mean over incoming edges -> node MLP -> edge, concatenated with the
+    skip) and a linear map to K logits. [B, E, H] -> [B, E, K]."""
+
+    def __init__(self, hidden: int, num_edge_types: int, dropout: float, factor: bool) -> None:
+        super().__init__()
+        self.factor = factor
+        if factor:
+            self.node_mlp = MLP(hidden, hidden, hidden, dropout)
+            self.edge_mlp = MLP(3 * hidden, hidden, hidden, dropout)
+        self.fc_out = nn.Linear(hidden, num_edge_types)
+        nn.init.xavier_normal_(self.fc_out.weight)
+        nn.init.constant_(self.fc_out.bias, 0.1)
+
+    def forward(self, h: Tensor, graph: Graph) -> Tensor:
+        if self.factor:
+            skip = h
+            h = self.node_mlp(graph.edge_to_node(h, mean=True))  # [B, N, H]
+            h = self.edge_mlp(torch.cat([graph.node_to_edge(h), skip], dim=-1))  # [B, E, H]
+        return self.fc_out(h)
+
+
 class MLPEncoder(nn.Module):
     """The reference MLP encoder, tied to trajectories of ``num_frames`` frames.
 
@@ -62,15 +85,9 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.num_frames = num_frames
         self.num_features = num_features
-        self.factor = factor
         self.mlp1 = MLP(num_frames * num_features, hidden, hidden, dropout)
         self.mlp2 = MLP(2 * hidden, hidden, hidden, dropout)
-        if factor:
-            self.mlp3 = MLP(hidden, hidden, hidden, dropout)
-            self.mlp4 = MLP(3 * hidden, hidden, hidden, dropout)
-        self.fc_out = nn.Linear(hidden, num_edge_types)
-        nn.init.xavier_normal_(self.fc_out.weight)
-        nn.init.constant_(self.fc_out.bias, 0.1)
+        self.head = _EdgeHead(hidden, num_edge_types, dropout, factor)
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> logits [B, E, K]."""
@@ -82,12 +99,7 @@ class MLPEncoder(nn.Module):
                 f"{self.num_frames} frames or use CNNEncoder, which handles any T"
             )
         h = self.mlp1(x.flatten(2))  # [B, N, H]
-        h = self.mlp2(graph.node_to_edge(h))  # [B, E, H]
-        if self.factor:
-            skip = h
-            h = self.mlp3(graph.edge_to_node(h, mean=True))  # [B, N, H]
-            h = self.mlp4(torch.cat([graph.node_to_edge(h), skip], dim=-1))  # [B, E, H]
-        return self.fc_out(h)
+        return self.head(self.mlp2(graph.node_to_edge(h)), graph)  # [B, E, H] -> [B, E, K]
 
 
 class _CNN(nn.Module):
@@ -133,15 +145,9 @@ class CNNEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_features = num_features
-        self.factor = factor
         self.cnn = _CNN(2 * num_features, hidden, dropout)
         self.mlp1 = MLP(hidden, hidden, hidden, dropout)
-        if factor:
-            self.mlp2 = MLP(hidden, hidden, hidden, dropout)
-            self.mlp3 = MLP(3 * hidden, hidden, hidden, dropout)
-        self.fc_out = nn.Linear(hidden, num_edge_types)
-        nn.init.xavier_normal_(self.fc_out.weight)
-        nn.init.constant_(self.fc_out.bias, 0.1)
+        self.head = _EdgeHead(hidden, num_edge_types, dropout, factor)
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> logits [B, E, K]."""
@@ -155,8 +161,4 @@ class CNNEncoder(nn.Module):
         pairs = graph.node_to_edge(x.transpose(1, 2))  # [B, T, E, 2D]
         series = pairs.permute(0, 2, 3, 1).flatten(0, 1)  # [B*E, 2D, T]
         h = self.mlp1(self.cnn(series).unflatten(0, (batch, graph.num_edges)))  # [B, E, H]
-        if self.factor:
-            skip = h
-            h = self.mlp2(graph.edge_to_node(h, mean=True))  # [B, N, H]
-            h = self.mlp3(torch.cat([graph.node_to_edge(h), skip], dim=-1))  # [B, E, H]
-        return self.fc_out(h)
+        return self.head(h, graph)
