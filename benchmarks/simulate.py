@@ -24,7 +24,7 @@ import torch
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.data.numpy_reference import ONE_AT_A_TIME
-from nri_pyro.data.simulate import resolve_device
+from nri_pyro.data.simulate import default_chunk_size, resolve_device
 from nri_pyro.data.systems import get_system
 
 # From nri-facts.md (measured once on this project's kind of machine, one core).
@@ -77,30 +77,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--systems", nargs="+", default=["springs", "charged", "kuramoto"])
-    parser.add_argument("--batch", type=int, help="simulations in one batched call")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="simulations in one batched call (default: one default-size chunk per CPU "
+        "thread, 50,000 on a GPU)",
+    )
     parser.add_argument("--baseline-sims", type=int, default=10, help="NumPy simulations")
     parser.add_argument("--repeats", type=int, default=2, help="batched runs (best is kept)")
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     parser.add_argument("--paper-dataset", action="store_true")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    batch = args.batch or (50_000 if device.type == "cuda" else 8_000)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
-    print(f"batched call: {batch} simulations; NumPy baseline: {args.baseline_sims}, one at a time")
+    print(f"NumPy baseline: {args.baseline_sims} simulations, one at a time")
     header = f"{'system':<10}{'dtype':<9}{'batched sims/s':>15}{'numpy sims/s':>14}{'ratio':>8}"
     print(f"\n{header}{'vs documented reference':>26}")
     for system in args.systems:
         baseline = numpy_rate(system, args.baseline_sims)  # float64, as the reference
         ref = REFERENCE_SIMS_PER_S[system]
+        batch = args.batch or default_chunk_size(get_system(system), device) * (
+            1 if device.type == "cuda" else torch.get_num_threads()
+        )
         for dtype in args.dtypes:
             ours = batched_rate(system, batch, device, getattr(torch, dtype), args.repeats)
             print(
                 f"{system:<10}{dtype:<9}{ours:>15.0f}{baseline:>14.1f}{ours / baseline:>7.0f}x"
-                f"{ours / ref:>14.0f}x (of {ref:g}/s)"
+                f"{ours / ref:>14.0f}x (of {ref:g}/s)   [{batch} per call]"
             )
     if args.paper_dataset:
         paper_dataset(device)

@@ -41,6 +41,7 @@ class System:
     frames_dropped: int
     train_frames: int = 49
     test_frames: int = 99
+    cpu_chunk: int = 4_000
 
     def params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The paper's parameters with ``overrides`` applied, checked by name and type.
@@ -127,6 +128,7 @@ SYSTEMS: dict[str, System] = {
         PARTICLE_FEATURES,
         ((0, 1), (2, 3)),
         frames_dropped=1,
+        cpu_chunk=8_000,
     ),
     # The reference Kuramoto features are already scaled per simulation: no dataset-wide
     # normalisation.
