@@ -172,7 +172,8 @@ def test_bad_trajectories_are_refused():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_model_and_guide_run_on_cuda():
     x, model, guide = _setup()
-    x, model, guide = x.cuda(), model.to(x.device if x.is_cuda else "cuda"), guide.to("cuda")
+    device = torch.device("cuda")
+    x, model, guide = x.to(device), model.to(device), guide.to(device)
     for elbo in (pyro.infer.TraceMeanField_ELBO(), pyro.infer.Trace_ELBO()):
         loss = elbo.differentiable_loss(model, guide, x)
         assert loss.device.type == "cuda" and torch.isfinite(loss)
