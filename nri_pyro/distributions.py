@@ -62,11 +62,6 @@ class EdgeTypes(RelaxedOneHotCategorical):
         tiny = torch.finfo(soft.dtype).tiny
         return super().log_prob(soft.clamp(min=tiny))
 
-    @property
-    def categorical_probs(self) -> Tensor:
-        """The categorical probabilities behind the relaxation: [..., E, K]."""
-        return self.probs
-
 
 @register_kl(EdgeTypes, EdgeTypes)
 def _kl_edge_types(q: EdgeTypes, p: EdgeTypes) -> Tensor:

@@ -120,7 +120,7 @@ def evaluate(
             totals["nll"] += float(err.sum()) / (2 * variance) / xt.shape[1]
             totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
             totals["elbo_loss"] += elbo.loss(model, guide, xt)
-            if xb.shape[2] >= ROLLOUT_PREFIX + ROLLOUT_STEPS:
+            if _has_rollout(xb):
                 prefix = xb[:, :, :ROLLOUT_PREFIX]
                 preds = model.rollout(prefix, z, ROLLOUT_STEPS)
                 target = xb[:, :, ROLLOUT_PREFIX : ROLLOUT_PREFIX + ROLLOUT_STEPS]

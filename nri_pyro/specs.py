@@ -12,14 +12,14 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nri_pyro.nn import CNNEncoder, MLPDecoder, MLPEncoder, RNNDecoder
-from nri_pyro.priors import PRIORS, build_prior
+from nri_pyro.priors import build_prior
 
 ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
 DECODERS = {"mlp": MLPDecoder, "rnn": RNNDecoder}
@@ -252,11 +252,3 @@ def component_kwargs(spec: Mapping[str, Any], exclude: Iterable[str] = ()) -> di
     """A component section without its name and the keys the library reads itself."""
     skip = {"name", *exclude}
     return {k: v for k, v in spec.items() if k not in skip}
-
-
-def valid_prior_names() -> list[str]:
-    return sorted(PRIORS)
-
-
-def train_config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
