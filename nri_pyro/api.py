@@ -69,7 +69,8 @@ def build(
     model_s, guide_s, _ = resolve_specs(model_spec, guide_spec, overrides)
     x = data.trajectories if isinstance(data, TrajectoryDataset) else data
     model = NRIModel(model_s, x.shape[-1])
-    guide = NRIGuide(guide_s, x.shape[-1], x.shape[2], model.num_edge_types)
+    model.structure.check_objects(x.shape[1])
+    guide = NRIGuide.for_model(guide_s, model, x.shape[2], x.shape[1])
     return model, guide
 
 
@@ -117,8 +118,9 @@ class NRI:
         x = train_xy[0]
         torch.manual_seed(self.config.seed)
         self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
-        self.guide = NRIGuide(self.guide_spec, x.shape[3], x.shape[2], self.model.num_edge_types)
-        self.guide.to(self.device)
+        self.model.structure.check_objects(x.shape[1])
+        guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
+        self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
         trainer = Trainer(
             self.model, self.guide, train_xy, valid_xy, self.config,

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import torch
 import yaml
+from pyro import poutine
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
-from nri_pyro.distributions import EdgeTypes
 from nri_pyro.guide import NRIGuide
 from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator
 from nri_pyro.model import NRIModel, check_trajectories
@@ -111,11 +112,10 @@ def evaluate(
         torch.manual_seed(EVAL_SEED)
         for batch in _batches(count, batch_size):
             xb = x[batch].to(device)
-            logits = guide.logits(xb)
             if accumulator is not None:
-                accumulator.update(torch.softmax(logits, -1).cpu(), edges[batch].cpu())
+                accumulator.update(guide.edge_probs(xb).cpu(), edges[batch].cpu())
             xt = xb[:, :, :frames]
-            z = EdgeTypes(guide.temperature, logits=logits, hard=True).rsample()
+            z = guide.sample_edges(xb)
             err = (model.predict(xt, z) - xt[:, :, 1:]).square()
             totals["nll"] += float(err.sum()) / (2 * variance) / xt.shape[1]
             totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
@@ -137,6 +137,81 @@ def evaluate(
         for k in range(ROLLOUT_STEPS):
             metrics[f"mse_{k + 1}"] = float(per_step[k])
     return metrics
+
+
+@torch.no_grad()
+def importance_log_weights(
+    model: NRIModel,
+    guide: NRIGuide,
+    x: Tensor,
+    *,
+    num_samples: int = 64,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Importance log-weights log p(x, z) - log q(z | x) of trajectories x: [S, num_samples].
+
+    The weights are those of the discrete model that NRI evaluates: z are one-hot edge types
+    drawn from the guide's categorical probabilities, the decoder reads the first
+    ``num_frames`` frames (as in training), and the Gaussian likelihood keeps its constant,
+    so ``logsumexp(w) - log(num_samples)`` estimates the held-out log evidence log p(x) in
+    the model's (normalised) units. Global latents (e.g. Dirichlet edge frequencies) are
+    drawn from the guide, whose evaluation state is their posterior given the training
+    data, and enter the weights through p(z | globals): the estimate is of the posterior
+    predictive density of a new trajectory. A shared graph is drawn from its posterior too,
+    so its weights are the likelihood alone. Known edges are fixed and not counted.
+    """
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    device = torch.device(device)
+    modes = model.training, guide.training
+    model.eval()
+    guide.eval()
+    k = model.num_edge_types
+    structure = model.structure
+    out = []
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(EVAL_SEED)
+        for batch in _batches(x.shape[0], batch_size):
+            xt = x[batch, :, : guide.num_frames].to(device)
+            b = xt.shape[0]
+            layout = structure.layout(xt.shape[1], xt.device)
+            probs = guide.slot_probs(xt)  # [B or 1, U, K]
+            known = structure.known_slots(None, None, layout, b)
+            latent = torch.ones(probs.shape[:-1], dtype=torch.bool, device=xt.device)
+            if known is not None:
+                latent = ~known[1][: probs.shape[0]]
+            weights = []
+            for _ in range(num_samples):
+                prior_probs = _prior_probs(model, guide, probs, xt)
+                types = dist.Categorical(probs=probs).sample()
+                z = torch.nn.functional.one_hot(types, k).to(xt.dtype)
+                loc = model.predict(xt, layout.to_edges(z).expand(b, -1, -1))
+                sigma = model.sigma.to(loc.dtype)
+                log_w = dist.Normal(loc, sigma).log_prob(xt[:, :, 1:]).sum((1, 2, 3))
+                if not structure.shared:
+                    log_prior = prior_probs.log().expand_as(probs).gather(-1, types.unsqueeze(-1))
+                    log_q = probs.log().gather(-1, types.unsqueeze(-1))
+                    log_w = log_w + ((log_prior - log_q).squeeze(-1) * latent).sum(-1)
+                weights.append(log_w)
+            out.append(torch.stack(weights, dim=-1).cpu())
+    model.train(modes[0])
+    guide.train(modes[1])
+    return torch.cat(out)
+
+
+def _prior_probs(model: NRIModel, guide: NRIGuide, slot_probs: Tensor, like: Tensor) -> Tensor:
+    """The prior's edge-type probabilities, its global latents drawn from the guide."""
+    if guide.prior_guide is None:
+        return model.prior.sample(like)
+    trace = poutine.trace(guide.prior_guide).get_trace(slot_probs, 1.0)
+    return poutine.replay(model.prior.sample, trace=trace)(like)
+
+
+def log_evidence(log_weights: Tensor) -> Tensor:
+    """Per-trajectory log evidence estimates [S] from importance log-weights [S, K]."""
+    return torch.logsumexp(log_weights, dim=-1) - math.log(log_weights.shape[-1])
 
 
 def _has_rollout(x: Tensor) -> bool:
@@ -192,8 +267,8 @@ def model_state(
 def build_from_checkpoint(state: dict[str, Any], device: torch.device) -> tuple[NRIModel, NRIGuide]:
     info = state["data"]
     model = NRIModel(state["model_spec"], info["num_features"]).to(device)
-    guide = NRIGuide(
-        state["guide_spec"], info["num_features"], info["num_frames"], model.num_edge_types
+    guide = NRIGuide.for_model(
+        state["guide_spec"], model, info["num_frames"], info["num_objects"]
     ).to(device)
     model.load_state_dict(state["model_state"])
     guide.load_state_dict(state["guide_state"])
@@ -231,6 +306,13 @@ class Trainer:
             "num_features": x.shape[3],
             **(data_info or {}),
         }
+        # graph.known.fraction: a fixed part of the training edges is observed (semi-supervised)
+        self.train_mask = model.structure.training_mask(x.shape[0], x.shape[1])
+        if self.train_mask is not None and self.train_edges is None:
+            raise ValueError(
+                "graph.known.fraction reveals true edges in training, but the training data "
+                "have no graphs"
+            )
         self.loss_fn = objective(config.objective)(model, guide)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
@@ -320,8 +402,14 @@ class Trainer:
         for batch in bar:
             idx = order[batch]
             x = self.train_x[idx].to(self.device, non_blocking=True)
+            known = {}
+            if self.train_mask is not None:
+                known = {
+                    "edges": self.train_edges[idx].to(self.device),
+                    "edge_mask": self.train_mask[idx].to(self.device),
+                }
             # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
-            loss = self.loss_fn(x, num_trajectories=num, kl_weight=weight) / num
+            loss = self.loss_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss became {float(loss)} at epoch {epoch + 1}; lower train.lr or set "

@@ -2,13 +2,17 @@
 
 For each trajectory b in a plate over trajectories:
 
-    z_b ~ EdgePrior                                  (relaxed one-hot, [E, K])
+    pi = prior.sample()                              (global latents, e.g. a Dirichlet)
+    z_b ~ EdgePrior(pi)                              (relaxed one-hot, [E, K])
     x_b[:, t+1] ~ Normal(decoder(x_b, z_b)[t], sigma)   for t = 0 .. T-2
 
 The decoder passes messages only along the sampled edges and follows NRI's multi-step
 scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
-Known edges (all, or some with a mask) are observed: they replace the latent types in the
-decoder, and their own likelihood under the prior is an observed site.
+The spec's ``graph:`` section changes the latent's shape (:mod:`nri_pyro.priors`): with
+``symmetric`` the site holds one type per unordered pair, [B, U, K], U = N(N-1)/2; with
+``shared`` one graph [U or E, K] outside the plate serves every trajectory. Known edges
+(from the spec, or passed with a mask) are observed: they replace the latent types in the
+decoder, and their own likelihood under the prior is the observed site ``known_edges``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from nri_pyro.nn import MLPDecoder, full_graph
-from nri_pyro.priors import build_prior
+from nri_pyro.priors import GraphStructure, build_prior
 from nri_pyro.specs import DECODER_SCHEME_KEYS, DECODERS, component_kwargs
 
 
@@ -58,13 +62,6 @@ def check_edges(edges: Tensor | None, edge_mask: Tensor | None, x: Tensor, k: in
         raise ValueError("edge_mask needs edges: the values of the known edges")
     if edges is not None and (edges.min() < 0 or edges.max() >= k):
         raise ValueError(f"edge types must lie in 0..{k - 1}")
-
-
-def known_mask(edges: Tensor | None, edge_mask: Tensor | None) -> Tensor | None:
-    """Which edges are observed: [B, E] bool, or None when none are."""
-    if edges is None:
-        return None
-    return torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
 
 
 def trajectories_plate(x: Tensor, num_trajectories: int | None) -> pyro.plate:
@@ -102,6 +99,7 @@ class NRIModel(PyroModule):
             **component_kwargs(decoder, DECODER_SCHEME_KEYS),
         )
         self.prior = build_prior(spec["prior"], self.num_edge_types)
+        self.structure = GraphStructure(spec.get("graph"), self.num_edge_types)
         log_sigma = torch.tensor(0.5 * math.log(spec["likelihood"]["variance"]))
         if spec["likelihood"]["learn_variance"]:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -140,21 +138,48 @@ class NRIModel(PyroModule):
         check_trajectories(x, self.num_features)
         check_edges(edges, edge_mask, x, self.num_edge_types)
         batch, num_objects = x.shape[:2]
-        num_edges = num_objects * (num_objects - 1)
-        known = known_mask(edges, edge_mask)
-        with trajectories_plate(x, num_trajectories):
-            prior = self.prior.distribution(x, num_edges).expand([batch, num_edges])
-            if known is not None:
-                prior = prior.mask(~known)
+        k = self.num_edge_types
+        layout = self.structure.layout(num_objects, x.device)
+        known = self.structure.known_slots(edges, edge_mask, layout, batch)
+        with poutine.scale(scale=kl_weight):
+            probs = self.prior.sample(x)  # global latents, outside the plate
+        if self.structure.shared:
             with poutine.scale(scale=kl_weight):
-                z = pyro.sample("edges", prior.to_event(1))
+                z = pyro.sample("edges", _edge_site(self.prior, probs, [layout.num_slots], known))
+            z = z.expand(batch, -1, -1)
+            _observe_known(probs, known, z.dtype, k, shared=True)
+        with trajectories_plate(x, num_trajectories):
+            if not self.structure.shared:
+                with poutine.scale(scale=kl_weight):
+                    site = _edge_site(self.prior, probs, [batch, layout.num_slots], known)
+                    z = pyro.sample("edges", site)
+                _observe_known(probs, known, z.dtype, k, shared=False)
             if known is not None:
-                one_hot = nn.functional.one_hot(edges, self.num_edge_types).to(z.dtype)
-                z = torch.where(known.unsqueeze(-1), one_hot, z)
-                probs = self.prior.probs(x).expand([batch, num_edges, self.num_edge_types])
-                observed = dist.Categorical(probs=probs).mask(known).to_event(1)
-                pyro.sample("known_edges", observed, obs=edges)
+                one_hot = nn.functional.one_hot(known[0], k).to(z.dtype)
+                z = torch.where(known[1].unsqueeze(-1), one_hot, z)
+            z = layout.to_edges(z)
             loc = self.predict(x, z)
             likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
             pyro.sample("x", likelihood, obs=x[:, :, 1:])
         return z
+
+
+def _edge_site(prior, probs: Tensor, shape: list[int], known: tuple[Tensor, Tensor] | None):
+    """The edge-type site's distribution: batch ``shape[:-1]``, event [slots, K]."""
+    site = prior.distribution(probs, shape)
+    if known is not None:
+        mask = known[1] if len(shape) == 2 else known[1][0]
+        site = site.mask(~mask)
+    return site.to_event(1)
+
+
+def _observe_known(
+    probs: Tensor, known: tuple[Tensor, Tensor] | None, dtype: torch.dtype, k: int, shared: bool
+) -> None:
+    """The likelihood of the known edges under the prior: an observed site."""
+    if known is None:
+        return
+    values, mask = (known[0][0], known[1][0]) if shared else known
+    expanded = probs.to(dtype).expand(*values.shape, k)
+    observed = dist.Categorical(probs=expanded).mask(mask).to_event(1)
+    pyro.sample("known_edges", observed, obs=values)

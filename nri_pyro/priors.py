@@ -1,26 +1,40 @@
-"""Edge priors: the swappable part of the model, chosen by name in the model spec.
+"""Edge priors and graph structure: the swappable part of the model, chosen in the spec.
 
-A prior is a small class registered under a name. It puts the edge-type site in the model
-(and, for priors with global latents, the matching sites in the guide). Adding one is a
-class plus the decorator::
+Two sections of a model spec describe what is believed about the graph before seeing data:
+
+``prior:`` the distribution of each edge's type, a small class registered under a name:
+``uniform``, ``categorical`` (explicit probabilities), ``sparse`` (probability of type 0,
+"no interaction"), ``dirichlet`` (the type frequencies are a global latent with a Dirichlet
+prior, learned from the data). Adding one is a class plus the decorator::
 
     @register_prior("mine")
     class MyPrior(EdgePrior):
         def __init__(self, num_edge_types, temperature=0.5, strength=1.0): ...
         def probs(self, like): ...
 
-and ``prior: {name: mine, strength: 2}`` in a model spec.
+and ``prior: {name: mine, strength: 2}`` in a model spec. A prior with global latents
+overrides :meth:`EdgePrior.sample` (its ``pyro.sample`` sites, outside the trajectories
+plate) and :meth:`EdgePrior.make_guide` (a module that samples the same sites in the guide).
+
+``graph:`` modifiers that compose with any prior (:class:`GraphStructure`):
+``symmetric`` (one latent per unordered pair, used in both directions), ``shared`` (one
+graph for all trajectories, a global latent) and ``known`` (observed edges that condition
+the edge site: ``adjacency`` for the same known entries in every trajectory, or
+``fraction`` of the training data's true edges revealed, for semi-supervised training).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import pyro
+import pyro.distributions as dist
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from nri_pyro.distributions import EdgeTypes
 
@@ -59,10 +73,20 @@ class EdgePrior:
         """Edge-type probabilities [K] on ``like``'s device and dtype."""
         raise NotImplementedError
 
-    def distribution(self, like: Tensor, num_edges: int, hard: bool = False) -> EdgeTypes:
-        """The prior of one trajectory's edges: batch [E], event [K]."""
-        probs = self.probs(like)
-        return EdgeTypes(self.temperature, probs=probs, hard=hard).expand([num_edges])
+    def sample(self, like: Tensor) -> Tensor:
+        """Called once per model run, outside the trajectories plate: the edge-type
+        probabilities [K], after sampling any global latents they depend on."""
+        return self.probs(like)
+
+    def make_guide(self) -> nn.Module | None:
+        """A module whose ``forward(slot_probs, scale)`` samples this prior's global sites in
+        the guide (``slot_probs``: the guide's edge-type probabilities [..., K], ``scale``: how
+        many times the dataset is larger than the minibatch). None without global latents."""
+        return None
+
+    def distribution(self, probs: Tensor, batch_shape: Sequence[int]) -> EdgeTypes:
+        """The relaxed categorical of edges with type probabilities ``probs`` [K]."""
+        return EdgeTypes(self.temperature, probs=probs).expand(list(batch_shape))
 
     def settings(self) -> dict[str, Any]:
         """The settings that rebuild this prior (for the resolved spec)."""
@@ -110,6 +134,101 @@ class SparsePrior(CategoricalPrior):
         return {"name": self.name, "temperature": self.temperature, "no_edge": self.no_edge}
 
 
+@register_prior("dirichlet")
+class DirichletPrior(EdgePrior):
+    """Edge-type frequencies pi ~ Dirichlet(concentration), shared by all edges of a dataset;
+    each edge's type ~ Categorical(pi). The site ``edge_freqs`` is learned: the model finds
+    out how sparse the graphs are instead of being told.
+
+    ``concentration`` is one positive number (symmetric) or one per edge type.
+    """
+
+    def __init__(
+        self,
+        num_edge_types: int,
+        concentration: float | Sequence[float] = 1.0,
+        temperature: float = 0.5,
+    ) -> None:
+        super().__init__(num_edge_types, temperature)
+        if isinstance(concentration, (int, float)) and not isinstance(concentration, bool):
+            values = (float(concentration),) * num_edge_types
+        else:
+            try:
+                values = tuple(float(c) for c in concentration)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"prior.concentration must be a positive number or a list of them, got "
+                    f"{concentration!r}"
+                ) from None
+        if len(values) != num_edge_types:
+            raise ValueError(
+                f"prior.concentration has {len(values)} entries but the model has "
+                f"{num_edge_types} edge types"
+            )
+        if any(not c > 0 for c in values):
+            raise ValueError(f"prior.concentration must be positive, got {list(values)}")
+        self.concentration = values
+
+    def _concentration(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.concentration, device=like.device, dtype=like.dtype)
+
+    def probs(self, like: Tensor) -> Tensor:
+        """The prior mean of the frequencies."""
+        c = self._concentration(like)
+        return c / c.sum()
+
+    def sample(self, like: Tensor) -> Tensor:
+        return pyro.sample(FREQS_SITE, dist.Dirichlet(self._concentration(like)))
+
+    def make_guide(self) -> nn.Module:
+        return DirichletPosterior(torch.tensor(self.concentration))
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "concentration": list(self.concentration)}
+
+
+FREQS_SITE = "edge_freqs"
+
+
+class DirichletPosterior(nn.Module):
+    """q(pi) = Dirichlet(concentration + expected type counts of the whole dataset).
+
+    Given the guide's edge-type probabilities this is the optimal mean-field factor for pi
+    (the conjugate update), so pi needs no parameters of its own to learn slowly: in
+    training the counts are the minibatch's, scaled to the dataset; a running average of
+    them (momentum ``momentum``, like batch norm's statistics) serves in evaluation, so a
+    held-out trajectory sees the frequencies learned from the training set.
+    """
+
+    def __init__(self, concentration: Tensor, momentum: float = 0.05) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("prior_concentration", concentration.float())
+        self.register_buffer("counts", torch.zeros_like(concentration, dtype=torch.float))
+        self.register_buffer("tracked", torch.tensor(False))
+
+    def posterior(self, slot_probs: Tensor | None = None, scale: float = 1.0) -> dist.Dirichlet:
+        """q(pi): from the running counts in evaluation (or without data), else from data."""
+        counts = None
+        if slot_probs is not None:
+            counts = slot_probs.detach().reshape(-1, slot_probs.shape[-1]).sum(0) * scale
+        if self.training and counts is not None:
+            with torch.no_grad():
+                if bool(self.tracked):
+                    self.counts.lerp_(counts.to(self.counts), self.momentum)
+                else:
+                    self.counts.copy_(counts)
+                    self.tracked.fill_(True)
+        elif bool(self.tracked) or counts is None:
+            counts = self.counts
+        prior = self.prior_concentration
+        like = slot_probs if slot_probs is not None else prior
+        return dist.Dirichlet((prior + counts).to(device=like.device, dtype=like.dtype))
+
+    def forward(self, slot_probs: Tensor, scale: float = 1.0) -> Tensor:
+        return pyro.sample(FREQS_SITE, self.posterior(slot_probs, scale))
+
+
 def check_probs(probs: Sequence[float], num_edge_types: int) -> tuple[float, ...]:
     """Validate a probability vector for ``num_edge_types`` types."""
     try:
@@ -145,3 +264,226 @@ def build_prior(settings: dict[str, Any], num_edge_types: int) -> EdgePrior:
         return cls(num_edge_types, **settings)
     except TypeError as err:
         raise ValueError(f"prior {name!r}: {err}") from None
+
+
+# --- graph structure: symmetric, shared and known edges --------------------------------
+
+
+class EdgeLayout:
+    """The latent slots of a graph on N objects and how they map to the ordered edges.
+
+    Without symmetry a slot is an ordered pair (E = N(N-1) slots, receiver-major). With
+    symmetry a slot is an unordered pair {i, j}, i < j (U = N(N-1)/2 slots), and both
+    directions read the same slot. ``edge_slot`` [E] gives each ordered edge's slot;
+    ``slot_edges`` [U, 2] each slot's ordered edges ((i, j) and (j, i); twice the same
+    edge without symmetry).
+    """
+
+    def __init__(self, num_objects: int, symmetric: bool, device: torch.device | str) -> None:
+        n = num_objects
+        receivers, senders = (~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)
+        edge_id = torch.full((n, n), -1, dtype=torch.long)
+        edge_id[receivers, senders] = torch.arange(n * (n - 1))
+        if symmetric:
+            low, high = torch.minimum(receivers, senders), torch.maximum(receivers, senders)
+            first, second = torch.triu_indices(n, n, offset=1)
+            slot_id = torch.full((n, n), -1, dtype=torch.long)
+            slot_id[first, second] = torch.arange(first.numel())
+            edge_slot = slot_id[low, high]
+            slot_edges = torch.stack([edge_id[first, second], edge_id[second, first]], dim=1)
+        else:
+            edge_slot = torch.arange(n * (n - 1))
+            slot_edges = edge_slot.unsqueeze(1).expand(-1, 2)
+        self.num_objects, self.symmetric = n, symmetric
+        self.num_edges = n * (n - 1)
+        self.num_slots = slot_edges.shape[0]
+        self.edge_slot = edge_slot.to(device)
+        self.slot_edges = slot_edges.contiguous().to(device)
+
+    def to_edges(self, slots: Tensor, dim: int = -2) -> Tensor:
+        """Slot values [..., U, ...] -> ordered-edge values [..., E, ...] along ``dim``."""
+        return slots.index_select(dim, self.edge_slot) if self.symmetric else slots
+
+    def logits_to_slots(self, logits: Tensor) -> Tensor:
+        """Ordered-edge logits [..., E, K] -> slot logits [..., U, K]: the mean of the two
+        directions' logits (a symmetric guide reads the evidence of both)."""
+        if not self.symmetric:
+            return logits
+        pair = logits.index_select(-2, self.slot_edges.reshape(-1))
+        return pair.unflatten(-2, (self.num_slots, 2)).mean(-2)
+
+    def known_to_slots(self, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Known ordered edges (values, mask: [..., E]) -> per slot ([..., U]).
+
+        A slot is known when either direction is; where both are, they must agree.
+        """
+        if not self.symmetric:
+            return values, mask
+        v = values.index_select(-1, self.slot_edges.reshape(-1)).unflatten(-1, (-1, 2))
+        m = mask.index_select(-1, self.slot_edges.reshape(-1)).unflatten(-1, (-1, 2))
+        if bool((m.all(-1) & (v[..., 0] != v[..., 1])).any()):
+            raise ValueError(
+                "graph.symmetric: known edges must have the same type in both directions, "
+                "but some (i, j) and (j, i) differ"
+            )
+        return torch.where(m[..., 0], v[..., 0], v[..., 1]), m.any(-1)
+
+
+GRAPH_DEFAULTS: dict[str, Any] = {"symmetric": False, "shared": False, "known": None}
+
+
+class GraphStructure:
+    """The ``graph:`` section of a model spec, checked, shared by the model and the guide.
+
+    - ``symmetric``: one latent per unordered pair, used in both directions.
+    - ``shared``: one graph for all trajectories (a global latent, with a pooled guide).
+    - ``known``: ``{adjacency: [[...]]}``, an N x N matrix of known types with null (or -1)
+      where unknown, the same for every trajectory; or ``{fraction: f, seed: s}``, a fixed
+      random fraction f of each training trajectory's true edges revealed in training
+      (semi-supervised NRI; needs labelled training data).
+    """
+
+    def __init__(self, settings: dict[str, Any] | None, num_edge_types: int) -> None:
+        settings = {**GRAPH_DEFAULTS, **(settings or {})}
+        unknown = sorted(set(settings) - set(GRAPH_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(f'graph.{k}' for k in unknown)}; valid keys: "
+                f"{', '.join(f'graph.{k}' for k in GRAPH_DEFAULTS)}"
+            )
+        for key in ("symmetric", "shared"):
+            if not isinstance(settings[key], bool):
+                raise ValueError(f"graph.{key} must be true or false, got {settings[key]!r}")
+        self.symmetric: bool = settings["symmetric"]
+        self.shared: bool = settings["shared"]
+        self.num_edge_types = num_edge_types
+        self.adjacency: Tensor | None = None
+        self.fraction = 0.0
+        self.seed = 0
+        known = settings["known"]
+        if known is not None:
+            self._read_known(known)
+        if self.shared and self.fraction > 0:
+            raise ValueError(
+                "graph.known.fraction reveals edges per trajectory, but graph.shared has one "
+                "graph for all of them; give graph.known.adjacency instead"
+            )
+
+    def _read_known(self, known: Any) -> None:
+        valid = {"adjacency", "fraction", "seed"}
+        if not isinstance(known, dict) or not known or set(known) - valid:
+            raise ValueError(
+                "graph.known must be {adjacency: N x N matrix with null where unknown} or "
+                f"{{fraction: f, seed: s}}, got {known!r}"
+            )
+        if "adjacency" in known and "fraction" in known:
+            raise ValueError("graph.known takes adjacency or fraction, not both")
+        if "adjacency" in known:
+            self.adjacency = _known_adjacency(known["adjacency"], self.num_edge_types)
+            return
+        fraction, seed = known.get("fraction"), known.get("seed", 0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(f"graph.known.fraction must be a number in [0, 1], got {fraction!r}")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"graph.known.fraction must lie in [0, 1], got {fraction!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"graph.known.seed must be an integer, got {seed!r}")
+        self.fraction, self.seed = float(fraction), seed
+
+    def settings(self) -> dict[str, Any]:
+        known = None
+        if self.adjacency is not None:
+            adj = self.adjacency.tolist()
+            known = {"adjacency": [[None if v < 0 else v for v in row] for row in adj]}
+        elif self.fraction > 0:
+            known = {"fraction": self.fraction, "seed": self.seed}
+        return {"symmetric": self.symmetric, "shared": self.shared, "known": known}
+
+    def check_objects(self, num_objects: int) -> None:
+        """Clear errors for settings that do not fit graphs of ``num_objects`` objects."""
+        if self.adjacency is not None and self.adjacency.shape[0] != num_objects:
+            n = self.adjacency.shape[0]
+            raise ValueError(
+                f"graph.known.adjacency is {n} x {n} but the data have {num_objects} objects"
+            )
+        if self.adjacency is not None and self.symmetric:
+            EdgeLayout(num_objects, True, "cpu").known_to_slots(*self._known_edges())
+
+    def layout(self, num_objects: int, device: torch.device | str) -> EdgeLayout:
+        return _layout(num_objects, self.symmetric, torch.device(device))
+
+    def _known_edges(self) -> tuple[Tensor, Tensor]:
+        """The spec's known adjacency as ordered edges: values, mask [E]."""
+        assert self.adjacency is not None
+        n = self.adjacency.shape[0]
+        off_diagonal = ~torch.eye(n, dtype=torch.bool)
+        values = self.adjacency[off_diagonal]
+        return values.clamp(min=0), values >= 0
+
+    def known_slots(
+        self, edges: Tensor | None, edge_mask: Tensor | None, layout: EdgeLayout, batch: int
+    ) -> tuple[Tensor, Tensor] | None:
+        """Known types and mask per slot, [B, U] ([1, U] for a shared graph), from the
+        spec's known adjacency and the edges passed at call time; None when none are."""
+        device = layout.edge_slot.device
+        values = mask = None
+        if self.adjacency is not None:
+            self.check_objects(layout.num_objects)
+            v, m = self._known_edges()
+            values = v.to(device).expand(batch, -1)
+            mask = m.to(device).expand(batch, -1)
+        if edges is not None:
+            if self.shared:
+                raise ValueError(
+                    "a shared graph takes known edges from graph.known.adjacency in the model "
+                    "spec, not per trajectory at call time"
+                )
+            call_mask = torch.ones_like(edges, dtype=torch.bool) if edge_mask is None else edge_mask
+            if values is None:
+                values, mask = edges, call_mask
+            else:
+                values = torch.where(call_mask, edges, values)
+                mask = call_mask | mask
+        if values is None:
+            return None
+        values, mask = layout.known_to_slots(values, mask)
+        return (values[:1], mask[:1]) if self.shared else (values, mask)
+
+    def training_mask(self, num_trajectories: int, num_objects: int) -> Tensor | None:
+        """Which training edges are revealed under ``known.fraction``: [S, E] bool, fixed by
+        the seed (per unordered pair when symmetric); None when the fraction is 0."""
+        if self.fraction <= 0:
+            return None
+        layout = self.layout(num_objects, "cpu")
+        generator = torch.Generator().manual_seed(self.seed)
+        revealed = torch.rand(num_trajectories, layout.num_slots, generator=generator)
+        return layout.to_edges(revealed < self.fraction, dim=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(num_objects: int, symmetric: bool, device: torch.device) -> EdgeLayout:
+    return EdgeLayout(num_objects, symmetric, device)
+
+
+def _known_adjacency(adjacency: Any, num_edge_types: int) -> Tensor:
+    """An N x N matrix of known types (null or -1 where unknown, diagonal ignored)."""
+    rows = adjacency if isinstance(adjacency, (list, tuple)) else None
+    n = len(rows) if rows is not None else 0
+    if n < 2 or any(not isinstance(r, (list, tuple)) or len(r) != n for r in rows):
+        raise ValueError(
+            "graph.known.adjacency must be a square N x N matrix (a list of N lists of N "
+            "entries: the known type of sender j's influence on receiver i, null if unknown)"
+        )
+    out = torch.full((n, n), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if i == j or value is None or value == -1:
+                continue
+            integer = isinstance(value, int) and not isinstance(value, bool)
+            if not integer or not 0 <= value < num_edge_types:
+                raise ValueError(
+                    f"graph.known.adjacency[{i}][{j}] = {value!r}: known types must be integers "
+                    f"in 0..{num_edge_types - 1} (null or -1 where unknown)"
+                )
+            out[i, j] = value
+    return out

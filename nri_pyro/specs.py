@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from nri_pyro.nn import CNNEncoder, MLPDecoder, MLPEncoder, RNNDecoder
-from nri_pyro.priors import build_prior
+from nri_pyro.priors import GRAPH_DEFAULTS, GraphStructure, build_prior
 
 ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
 DECODERS = {"mlp": MLPDecoder, "rnn": RNNDecoder}
@@ -33,6 +33,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "decoder": {"name": "mlp", "prediction_steps": 10},
     "likelihood": {"variance": 5e-5, "learn_variance": False},
     "prior": {"name": "uniform"},
+    "graph": dict(GRAPH_DEFAULTS),
 }
 GUIDE_DEFAULTS: dict[str, Any] = {
     "encoder": {"name": "mlp"},
@@ -160,6 +161,7 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")
     build_prior(resolved["prior"], k)  # checks the prior's name and settings
+    GraphStructure(resolved["graph"], k)  # checks the structure's settings
     return resolved
 
 
@@ -240,7 +242,9 @@ def _set_path(target: dict, defaults: Mapping, path: list[str], value: Any, text
     if not rest:
         target[head] = value
         return
-    child = target.setdefault(head, {})
+    child = target.get(head)
+    if child is None:
+        child = target[head] = {}
     if not isinstance(child, dict):
         raise ValueError(f"--set {text!r}: {head!r} is a value, not a section")
     child_defaults = defaults.get(head) if isinstance(defaults, Mapping) else None
