@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from nri_pyro.ablate import ablate
 from nri_pyro.api import NRI, build, resolve_specs
 from nri_pyro.data import (
     Normalizer,
@@ -16,20 +17,24 @@ from nri_pyro.data import (
 from nri_pyro.distributions import EdgeTypes
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
-from nri_pyro.priors import EdgePrior, register_prior
+from nri_pyro.predictive import posterior_predictive
+from nri_pyro.priors import EdgePrior, GraphStructure, register_prior
 
 __all__ = [
     "NRI",
     "EdgePrior",
     "EdgeTypes",
+    "GraphStructure",
     "NRIGuide",
     "NRIModel",
     "Normalizer",
     "TrajectoryDataset",
     "__version__",
+    "ablate",
     "build",
     "generate_dataset",
     "load_dataset",
+    "posterior_predictive",
     "read_reference",
     "register_prior",
     "resolve_specs",

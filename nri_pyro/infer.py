@@ -183,19 +183,29 @@ def importance_log_weights(
             if known is not None:
                 latent = ~known[1][: probs.shape[0]]
             weights = []
-            for _ in range(num_samples):
-                prior_probs = _prior_probs(model, guide, probs, xt)
-                types = dist.Categorical(probs=probs).sample()
+            per_pass = max(1, batch_size // b)  # samples decoded together, as one batch
+            for first in range(0, num_samples, per_pass):
+                s = min(per_pass, num_samples - first)
+                prior_probs = (
+                    torch.stack([_prior_probs(model, guide, probs, xt) for _ in range(s)])
+                    .unsqueeze(-2)
+                    .unsqueeze(-2)
+                )  # [s, 1, 1, K]
+                types = dist.Categorical(probs=probs).sample((s,))  # [s, B or 1, U]
                 z = torch.nn.functional.one_hot(types, k).to(xt.dtype)
-                loc = model.predict(xt, layout.to_edges(z).expand(b, -1, -1))
+                z = layout.to_edges(z).expand(s, b, -1, -1).flatten(0, 1)
+                xs = xt.expand(s, *xt.shape).flatten(0, 1)
+                loc = model.predict(xs, z)
                 sigma = model.sigma.to(loc.dtype)
-                log_w = dist.Normal(loc, sigma).log_prob(xt[:, :, 1:]).sum((1, 2, 3))
+                log_lik = dist.Normal(loc, sigma).log_prob(xs[:, :, 1:]).sum((1, 2, 3))
+                log_w = log_lik.view(s, b)
                 if not structure.shared:
-                    log_prior = prior_probs.log().expand_as(probs).gather(-1, types.unsqueeze(-1))
-                    log_q = probs.log().gather(-1, types.unsqueeze(-1))
+                    index = types.unsqueeze(-1)
+                    log_prior = prior_probs.log().expand(s, *probs.shape).gather(-1, index)
+                    log_q = probs.log().expand(s, *probs.shape).gather(-1, index)
                     log_w = log_w + ((log_prior - log_q).squeeze(-1) * latent).sum(-1)
                 weights.append(log_w)
-            out.append(torch.stack(weights, dim=-1).cpu())
+            out.append(torch.cat(weights).T.cpu())
     model.train(modes[0])
     guide.train(modes[1])
     return torch.cat(out)

@@ -80,6 +80,10 @@ class NRIModel(PyroModule):
     them are known (all when edges are given without a mask). ``num_trajectories`` is the
     size of the dataset a minibatch was drawn from, so that the ELBO is scaled for it;
     ``kl_weight`` scales the edge site (KL annealing), in the guide likewise.
+
+    Returns the edges the decoder used, [B, E, K] over ordered pairs (slots expanded to
+    both directions, known edges one-hot): posterior predictive code reads them from here
+    (``Predictive(..., return_sites=("_RETURN",))``), whatever the shape of the site.
     """
 
     def __init__(self, spec: dict[str, Any], num_features: int) -> None:

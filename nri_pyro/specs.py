@@ -61,6 +61,21 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if f.type in ("int", "float") and not number:
+                raise ValueError(f"train.{f.name} must be a number, got {value!r}")
+            if f.type == "int" and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"train.{f.name} must be a whole number, got {value!r}")
+                setattr(self, f.name, int(value))
+            if f.type == "float" and number:
+                setattr(self, f.name, float(value))
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"train.{f.name} must be true or false, got {value!r}")
+        if self.grad_clip is not None and not isinstance(self.grad_clip, (int, float)):
+            raise ValueError(f"train.grad_clip must be a number, got {self.grad_clip!r}")
         checks = [
             (self.epochs >= 1, "train.epochs must be >= 1"),
             (self.batch_size >= 1, "train.batch_size must be >= 1"),
@@ -100,7 +115,7 @@ def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
-    return data
+    return _number(data)
 
 
 def _merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,7 +210,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
-    return key.strip().split("."), parsed
+    return key.strip().split("."), _number(parsed)
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a number is meant, here and in lists."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    return value
 
 
 def apply_overrides(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -94,8 +94,9 @@ class _Blocks:
         split: str,
         device: torch.device,
         dtype: torch.dtype,
+        graph: Tensor | None = None,
     ) -> None:
-        self.system, self.params = system, params
+        self.system, self.params, self.graph = system, params, graph
         self.num_objects, self.num_frames = num_objects, num_frames
         self.seed, self.split, self.device, self.dtype = seed, split, device, dtype
 
@@ -109,6 +110,8 @@ class _Blocks:
             # Every block draws its full size so that its first simulations never depend
             # on how many of them are kept.
             init = self.system.initial(SEED_BLOCK, self.num_objects, self.params, gen)
+            if self.graph is not None:  # one system observed many times
+                init["adjacency"] = self.graph.expand_as(init["adjacency"]).clone()
             inits.append({k: v[:count] for k, v in init.items()})
             gens.append(gen)
             counts.append(count)
@@ -171,6 +174,7 @@ def simulate(
     dtype: torch.dtype = torch.float64,
     chunk_size: int | None = None,
     progress: bool = False,
+    graph: Tensor | Sequence[Sequence[int]] | None = None,
     **params: Any,
 ) -> TrajectoryDataset:
     """Simulate ``num_sims`` trajectories of ``system`` in memory.
@@ -179,7 +183,9 @@ def simulate(
     (``interaction_strength``, ``edge_prob``, ``box_size``, ``noise``, ``sample_freq``, ...)
     are keyword arguments with the paper's values as defaults. ``split`` picks the seed
     stream, so ``simulate(..., split="test")`` gives the test simulations that
-    :func:`generate_dataset` would write with the same seed. Trajectories are raw (not
+    :func:`generate_dataset` would write with the same seed. ``graph`` (an N x N 0/1
+    adjacency, springs and Kuramoto) fixes one graph for every simulation: one system
+    observed many times from different initial states. Trajectories are raw (not
     normalised), [S, N, T, D] on ``device``; graphs [S, N, N] on the same device.
 
     Example::
@@ -193,7 +199,8 @@ def simulate(
     if split not in _SPLIT_STREAM:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     dev = resolve_device(device)
-    blocks = _Blocks(sys_, parameters, num_objects, num_frames, seed, split, dev, dtype)
+    fixed = _check_graph(sys_, parameters, graph, num_objects)
+    blocks = _Blocks(sys_, parameters, num_objects, num_frames, seed, split, dev, dtype, fixed)
     chunk = _round_chunk(chunk_size or default_chunk_size(sys_, dev))
     trajs, adjs = [], []
     with tqdm(total=num_sims, disable=not progress, unit="sim", desc=system) as bar:
@@ -207,6 +214,29 @@ def simulate(
     metadata = _metadata(sys_, parameters, num_objects, seed)
     metadata["split"] = split
     return TrajectoryDataset(trajectories, adjacency.to(dev), metadata)
+
+
+def _check_graph(system: System, params: Any, graph: Any, num_objects: int) -> Tensor | None:
+    """A fixed graph for every simulation, checked: [N, N] 0/1, zero diagonal."""
+    if graph is None:
+        return None
+    if system.name == "charged":
+        raise ValueError(
+            "charged graphs follow from the particles' random charges and cannot be fixed; "
+            "use springs or kuramoto for a fixed graph"
+        )
+    adjacency = torch.as_tensor(graph).long().cpu()
+    if adjacency.shape != (num_objects, num_objects):
+        raise ValueError(
+            f"graph must be an N x N adjacency for {num_objects} objects, got shape "
+            f"{tuple(adjacency.shape)}"
+        )
+    if ((adjacency != 0) & (adjacency != 1)).any() or adjacency.diagonal().any():
+        raise ValueError("graph must hold 0/1 entries with a zero diagonal")
+    directed = system.name == "kuramoto" and getattr(params, "directed", False)
+    if not directed and not torch.equal(adjacency, adjacency.T):
+        raise ValueError(f"{system.name} graphs are undirected here: graph must be symmetric")
+    return adjacency
 
 
 def _round_chunk(chunk: int) -> int:

@@ -1,0 +1,538 @@
+"""Prior ablation studies: every combination of spec values, several seeds, one table.
+
+A study varies spec keys (``prior.name=uniform,sparse,dirichlet``, ``prior.no_edge=0.5,0.8``,
+``graph.symmetric=false,true``, ``train.lr=...``), trains every combination with every seed,
+and evaluates each run on held-out data: edge accuracy, AUROC, inferred edge density,
+rollout MSE after 1/10/20 steps, the negative ELBO, and the log evidence estimated by
+importance sampling from the guide with its Pareto-k diagnostic (the median k-hat over
+held-out trajectories and the fraction above 0.7, where the estimate is unreliable).
+Every run is its own process (``jobs`` at once), in its own folder under ``out/runs/``; a
+finished run is skipped when the study runs again, an interrupted one resumes from its last
+checkpoint, and a failed one is reported in the table with its error, without stopping the
+others.
+
+    result = ablate(["prior.name=uniform,sparse,dirichlet"], seeds=2, data="data/s5", out="st")
+    result                     # a table in a notebook
+    result.variants[0]         # one row: variant, runs, failed, <metric>_mean, <metric>_std
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nri_pyro.specs import parse_override
+
+# Held-out metrics in the table, in order: (key, label).
+TABLE_METRICS = (
+    ("edge_accuracy", "edge acc"),
+    ("edge_auroc", "AUROC"),
+    ("edge_density", "density"),
+    ("mse_1", "MSE 1"),
+    ("mse_10", "MSE 10"),
+    ("mse_20", "MSE 20"),
+    ("elbo_loss", "-ELBO"),
+    ("log_evidence", "log evidence"),
+    ("pareto_k", "Pareto k"),
+    ("pareto_k_over_0.7", "k > 0.7"),
+)
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
+
+
+@dataclass
+class Variant:
+    """One combination of varied values: ``settings`` {key: value} and its label."""
+
+    settings: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.settings.items())
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{k}={json.dumps(v)}" for k, v in self.settings.items()]
+
+    @property
+    def slug(self) -> str:
+        text = "_".join(f"{k}-{_show(v)}" for k, v in self.settings.items()) or "base"
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def parse_vary(texts: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """``key=v1,v2,...`` -> (key, [v1, v2, ...]); values are YAML, commas inside brackets
+    belong to one value (``prior.probs=[0.9,0.1],[0.5,0.5]``)."""
+    out: list[tuple[str, list[Any]]] = []
+    for text in texts:
+        key, sep, values = text.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ValueError(f"--vary expects key=value1,value2,..., got {text!r}")
+        parts = _split_top_level(values)
+        parsed = [parse_override(f"{key}={part}")[1] for part in parts]
+        if len(set(map(json.dumps, parsed))) != len(parsed):
+            raise ValueError(f"--vary {text!r} repeats a value")
+        if any(key.strip() == k for k, _ in out):
+            raise ValueError(f"--vary names {key.strip()!r} twice")
+        out.append((key.strip(), parsed))
+    return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    if any(not p for p in parts):
+        raise ValueError(f"--vary has an empty value in {text!r}")
+    return parts
+
+
+def variants(vary: Sequence[tuple[str, list[Any]]]) -> list[Variant]:
+    """Every combination of the varied values, in the order given."""
+    keys = [k for k, _ in vary]
+    return [
+        Variant(dict(zip(keys, combo, strict=True)))
+        for combo in itertools.product(*(values for _, values in vary))
+    ]
+
+
+@dataclass
+class AblationResult:
+    """A study's table: one row per variant (mean and std over seeds) and one per run."""
+
+    variants: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    out: Path
+    figures: list[Path] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        return markdown_table(self.variants)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+class Study:
+    """A planned study: specs, varied values, seeds and data, checked before any run."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        vary: Sequence[str],
+        *,
+        model_spec: str | Path | Mapping[str, Any] | None = None,
+        guide_spec: str | Path | Mapping[str, Any] | None = None,
+        seeds: int | Sequence[int] = 2,
+        overrides: Sequence[str] = (),
+        data: str | Path | None = None,
+        device: str = "cpu",
+        jobs: int = 1,
+        evidence_samples: int = 64,
+    ) -> None:
+        from nri_pyro.api import resolve_specs
+        from nri_pyro.data.simulate import resolve_device
+
+        self.out = Path(out)
+        self.seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds!r}")
+        if not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+        if not isinstance(evidence_samples, int) or evidence_samples < 32:
+            raise ValueError(
+                f"evidence_samples must be an integer >= 32 (the Pareto-k fit needs a tail), "
+                f"got {evidence_samples!r}"
+            )
+        self.vary = parse_vary(vary)
+        self.variants = variants(self.vary)
+        self.jobs, self.device, self.evidence_samples = jobs, device, evidence_samples
+        self.data = None if data is None else Path(data)
+        if self.data is not None and not self.data.exists():
+            raise FileNotFoundError(f"dataset folder {self.data} does not exist")
+        resolve_device(device)
+        # Every combination is resolved now: a key or value that does not fit is an error
+        # before any run starts.
+        self.configs: dict[str, dict[str, Any]] = {}
+        for variant in self.variants:
+            try:
+                model, guide, train = resolve_specs(
+                    model_spec, guide_spec, [*overrides, *variant.overrides]
+                )
+            except ValueError as err:
+                raise ValueError(f"variant {variant.label}: {err}") from None
+            self.configs[variant.slug] = {
+                "model_spec": model,
+                "guide_spec": guide,
+                "train": {k: v for k, v in vars(train).items() if k != "progress"},
+            }
+        if len(self.configs) != len(self.variants):
+            raise ValueError("two variants map to the same folder name; use distinct values")
+
+    # --- running ----------------------------------------------------------------------
+    def run_dir(self, variant: Variant, seed: int) -> Path:
+        return self.out / "runs" / variant.slug / f"seed{seed}"
+
+    def run(self, log: Callable[[str], None] | None = print) -> AblationResult:
+        """Run what is not finished yet (``jobs`` at once), then write the table and figures."""
+        log = log or (lambda _message: None)
+        self._check_out()
+        data = self._data(log)
+        todo, runs = [], []
+        for variant in self.variants:
+            for seed in self.seeds:
+                runs.append((variant, seed))
+                if not (self.run_dir(variant, seed) / RESULT_FILE).exists():
+                    todo.append((variant, seed))
+        done_before = len(runs) - len(todo)
+        log(
+            f"study {self.out}: {len(self.variants)} variant(s) x {len(self.seeds)} seed(s) = "
+            f"{len(runs)} runs; {done_before} finished before, {len(todo)} to run, "
+            f"{self.jobs} at a time"
+        )
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        counter = iter(range(1, len(todo) + 1))
+
+        def one(item: tuple[Variant, int]) -> None:
+            variant, seed = item
+            number = next(counter)
+            start = time.perf_counter()
+            log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: started")
+            message = self._run_one(variant, seed, data, threads)
+            seconds = time.perf_counter() - start
+            log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: {message} ({seconds:.0f} s)")
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(one, todo))
+        return self.collect(log)
+
+    def _check_out(self) -> None:
+        plan = {
+            "vary": [[k, v] for k, v in self.vary],
+            "seeds": self.seeds,
+            "data": None if self.data is None else str(self.data),
+            "configs": self.configs,
+            "evidence_samples": self.evidence_samples,
+        }
+        path = self.out / "study.json"
+        if path.exists():
+            before = json.loads(path.read_text())
+            same = {k: before.get(k) for k in plan}
+            if json.dumps(same, sort_keys=True) != json.dumps(plan, sort_keys=True):
+                raise FileExistsError(
+                    f"{self.out} holds a different study (its study.json differs in specs, "
+                    "varied values, seeds or data); choose another --out"
+                )
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps(plan, indent=1) + "\n")
+
+    def _data(self, log: Callable[[str], None]) -> Path:
+        if self.data is not None:
+            return self.data
+        from nri_pyro.cli import ABLATE_DEFAULT_DATA
+        from nri_pyro.data.io import save_dataset
+        from nri_pyro.data.simulate import simulate
+
+        folder = self.out / "data"
+        if not (folder / "meta.json").exists():
+            d = ABLATE_DEFAULT_DATA
+            log(
+                f"no data given: simulating {d['system']} with {d['num_objects']} objects "
+                f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
+            )
+            splits = {
+                split: simulate(d["system"], d[split], d["num_objects"], seed=0, split=split,
+                                num_frames=49 if split != "test" else 99)
+                for split in ("train", "valid", "test")
+            }  # fmt: skip
+            save_dataset(folder, splits, overwrite=True)
+        return folder
+
+    def _run_one(self, variant: Variant, seed: int, data: Path, threads: int) -> str:
+        run_dir = self.run_dir(variant, seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            **self.configs[variant.slug],
+            "seed": seed,
+            "data": str(data),
+            "device": self.device,
+            "evidence_samples": self.evidence_samples,
+            "threads": threads,
+            "settings": variant.settings,
+        }
+        config["train"] = {**config["train"], "seed": seed}
+        _write_atomic(run_dir / "run.json", json.dumps(config, indent=1) + "\n")
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        with (run_dir / "log.txt").open("a") as logfile:
+            proc = subprocess.run(
+                [sys.executable, "-m", "nri_pyro.ablate", str(run_dir)],
+                stdout=logfile, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        result = run_dir / RESULT_FILE
+        if proc.returncode == 0 and result.exists():
+            metrics = json.loads(result.read_text())["metrics"]
+            return f"done, edge accuracy {metrics.get('edge_accuracy', math.nan):.4f}"
+        if (run_dir / ERROR_FILE).exists():  # the run's own account of what went wrong
+            reason = json.loads((run_dir / ERROR_FILE).read_text())["error"]
+        else:  # it died without one (killed, out of memory): its last words
+            lines = (run_dir / "log.txt").read_text().strip().splitlines()
+            reason = lines[-1] if lines else f"exit status {proc.returncode}"
+            _write_atomic(run_dir / ERROR_FILE, json.dumps({"error": reason}) + "\n")
+        return f"FAILED: {reason} (see {run_dir / 'log.txt'})"
+
+    # --- the table --------------------------------------------------------------------
+    def collect(self, log: Callable[[str], None] | None = print) -> AblationResult:
+        """Read every run's result (or error) and write results.md, results.csv, runs.csv
+        and the figures."""
+        log = log or (lambda _message: None)
+        runs = []
+        for variant in self.variants:
+            for seed in self.seeds:
+                run_dir = self.run_dir(variant, seed)
+                row: dict[str, Any] = {"variant": variant.label, "seed": seed}
+                row["settings"] = dict(variant.settings)
+                if (run_dir / RESULT_FILE).exists():
+                    row["status"] = "ok"
+                    row.update(json.loads((run_dir / RESULT_FILE).read_text())["metrics"])
+                elif (run_dir / ERROR_FILE).exists():
+                    row["status"] = (
+                        "failed: " + json.loads((run_dir / ERROR_FILE).read_text())["error"]
+                    )
+                else:
+                    row["status"] = "not run"
+                runs.append(row)
+        rows = summarize(runs, [v.label for v in self.variants])
+        for row, variant in zip(rows, self.variants, strict=True):
+            row["settings"] = dict(variant.settings)
+        _write_atomic(self.out / "results.md", markdown_table(rows) + "\n")
+        _write_csv(self.out / "results.csv", rows)
+        _write_csv(self.out / "runs.csv", runs)
+        figures = self._figures(rows)
+        log(markdown_table(rows))
+        log(f"table: {self.out / 'results.md'} (and results.csv, runs.csv); figures in "
+            f"{self.out / 'figures'}")  # fmt: skip
+        return AblationResult(rows, runs, self.out, figures)
+
+    def _figures(self, rows: list[dict[str, Any]]) -> list[Path]:
+        from nri_pyro import plots  # figures are drawn without pyplot: no backend needed
+
+        folder = self.out / "figures"
+        folder.mkdir(exist_ok=True)
+        written = []
+        for metric in ("edge_accuracy", "log_evidence", "mse_10"):
+            if any(math.isfinite(r.get(f"{metric}_mean", math.nan)) for r in rows):
+                fig = plots.plot_metric_by_variant(rows, metric)
+                written.append(_save_figure(fig, folder / f"{metric}.png"))
+        for key, values in self.vary:
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if numeric and len(self.vary) == 1 and len(values) > 1:
+                fig = plots.plot_against_setting(rows, key)
+                written.append(_save_figure(fig, folder / f"against_{key}.png"))
+        return written
+
+
+def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per variant: runs finished, failed, and mean / std over seeds of every metric."""
+    rows = []
+    for label in labels:
+        mine = [r for r in runs if r["variant"] == label]
+        ok = [r for r in mine if r["status"] == "ok"]
+        row: dict[str, Any] = {
+            "variant": label,
+            "runs": len(ok),
+            "failed": sum(r["status"].startswith("failed") for r in mine),
+            "not_run": sum(r["status"] == "not run" for r in mine),
+        }
+        errors = [r["status"][len("failed: ") :] for r in mine if r["status"].startswith("failed")]
+        if errors:
+            row["errors"] = "; ".join(sorted(set(errors)))
+        keys = [k for k, _ in TABLE_METRICS] + ["learned_edge_freq"]
+        for key in keys:
+            values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
+            values = [v for v in values if not math.isnan(v)]
+            if not values:
+                row[f"{key}_mean"] = row[f"{key}_std"] = math.nan
+                continue
+            mean = sum(values) / len(values)
+            spread = [(v - mean) ** 2 for v in values if math.isfinite(v)]
+            var = sum(spread) / (len(values) - 1) if len(values) > 1 and math.isfinite(mean) else 0
+            row[f"{key}_mean"], row[f"{key}_std"] = mean, math.sqrt(var)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The variant table: mean ± std over seeds, failed runs counted."""
+    header = ["variant", "runs"] + [label for _, label in TABLE_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        runs = f"{row['runs']}"
+        if row.get("failed"):
+            runs += f" ({row['failed']} failed)"
+        if row.get("not_run"):
+            runs += f" ({row['not_run']} not run)"
+        cells = [row["variant"], runs]
+        for key, _ in TABLE_METRICS:
+            mean = row.get(f"{key}_mean", math.nan)
+            cells.append("—" if math.isnan(mean) else f"{_fmt(mean)} ± {_fmt(row[f'{key}_std'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r.get("errors")]
+    for row in failed:
+        lines.append(f"\nFailed runs of {row['variant']}: {row['errors']}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()}
+            )
+    os.replace(tmp, path)
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def ablate(
+    vary: Sequence[str],
+    *,
+    out: str | Path,
+    model_spec: str | Path | Mapping[str, Any] | None = None,
+    guide_spec: str | Path | Mapping[str, Any] | None = None,
+    seeds: int | Sequence[int] = 2,
+    overrides: Sequence[str] = (),
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    device: str = "cpu",
+    jobs: int = 1,
+    evidence_samples: int = 64,
+    log: Callable[[str], None] | None = print,
+) -> AblationResult:
+    """Run (or resume) a study and return its table; see the module docstring."""
+    overrides = list(overrides)
+    if epochs is not None:
+        overrides.append(f"train.epochs={epochs}")
+    study = Study(
+        out, vary, model_spec=model_spec, guide_spec=guide_spec, seeds=seeds,
+        overrides=overrides, data=data, device=device, jobs=jobs,
+        evidence_samples=evidence_samples,
+    )  # fmt: skip
+    return study.run(log)
+
+
+# --- one run, in its own process ------------------------------------------------------
+
+
+def run_child(run_dir: Path) -> None:
+    """Train (or resume) one run of a study and write its held-out metrics atomically."""
+    import numpy as np
+
+    from nri_pyro import diagnostics
+    from nri_pyro.api import NRI
+    from nri_pyro.data.io import load_dataset
+    from nri_pyro.infer import importance_log_weights, log_evidence, prepare
+
+    config = json.loads((run_dir / "run.json").read_text())
+    torch.set_num_threads(config["threads"])
+    splits = load_dataset(config["data"])
+    if "train" not in splits:
+        raise ValueError(f"{config['data']} has no training split")
+    held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
+    if held_out is None:
+        raise ValueError(f"{config['data']} has no test or validation split to evaluate on")
+    nri = NRI(config["model_spec"], config["guide_spec"], device=config["device"],
+              **{**config["train"], "progress": False})  # fmt: skip
+    train_dir = run_dir / "train"
+    resume = (train_dir / "checkpoint_last.pt").exists()
+    nri.fit(splits["train"], splits.get("valid"), out=train_dir, resume=resume)
+    metrics = nri.evaluate(splits[held_out])
+    x, _ = prepare(splits[held_out], nri.normalizer)
+    weights = importance_log_weights(
+        nri.model, nri.guide, x, num_samples=config["evidence_samples"], device=nri.device
+    )
+    k_hat = diagnostics.pareto_khat(weights)
+    metrics["log_evidence"] = float(log_evidence(weights).mean())
+    metrics["pareto_k"] = float(np.median(k_hat))  # per trajectory; the median resists inf
+    metrics["pareto_k_over_0.7"] = float((k_hat > 0.7).mean())
+    posterior = getattr(nri.guide.prior_guide, "posterior", None)
+    if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge" (type != 0)
+        nri.guide.eval()
+        metrics["learned_edge_freq"] = float(1 - posterior().mean[0])
+    result = {"metrics": metrics, "held_out": held_out, "settings": config["settings"]}
+    _write_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+    (run_dir / "specs.yaml").write_text(
+        yaml.safe_dump({"model": nri.model_spec, "guide": nri.guide_spec}, sort_keys=False)
+    )
+
+
+def _child_main(run_dir: Path) -> int:
+    try:
+        run_child(run_dir)
+    except Exception as err:
+        import traceback
+
+        traceback.print_exc()
+        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        _write_atomic(run_dir / ERROR_FILE, json.dumps({"error": message}) + "\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(Path(sys.argv[1])))
