@@ -51,6 +51,9 @@ TABLE_METRICS = (
     ("pareto_k_over_0.7", "k > 0.7"),
 )
 RESULT_FILE = "result.json"
+# A run's process: a fresh interpreter that imports this module (not ``-m``, which would
+# run it a second time beside the package's import of it).
+CHILD = "import sys; from nri_pyro.ablate import child_main; sys.exit(child_main(sys.argv[1]))"
 ERROR_FILE = "error.json"
 
 
@@ -257,9 +260,8 @@ class Study:
     def _data(self, log: Callable[[str], None]) -> Path:
         if self.data is not None:
             return self.data
-        from nri_pyro.cli import ABLATE_DEFAULT_DATA
+        from nri_pyro.cli import ABLATE_DEFAULT_DATA, simulate_default
         from nri_pyro.data.io import save_dataset
-        from nri_pyro.data.simulate import simulate
 
         folder = self.out / "data"
         if not (folder / "meta.json").exists():
@@ -268,12 +270,7 @@ class Study:
                 f"no data given: simulating {d['system']} with {d['num_objects']} objects "
                 f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
             )
-            splits = {
-                split: simulate(d["system"], d[split], d["num_objects"], seed=0, split=split,
-                                num_frames=49 if split != "test" else 99)
-                for split in ("train", "valid", "test")
-            }  # fmt: skip
-            save_dataset(folder, splits, overwrite=True)
+            save_dataset(folder, simulate_default(d), overwrite=True)
         return folder
 
     def _run_one(self, variant: Variant, seed: int, data: Path, threads: int) -> str:
@@ -294,7 +291,7 @@ class Study:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         with (run_dir / "log.txt").open("a") as logfile:
             proc = subprocess.run(
-                [sys.executable, "-m", "nri_pyro.ablate", str(run_dir)],
+                [sys.executable, "-c", CHILD, str(run_dir)],
                 stdout=logfile, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         result = run_dir / RESULT_FILE
@@ -521,7 +518,9 @@ def run_child(run_dir: Path) -> None:
     )
 
 
-def _child_main(run_dir: Path) -> int:
+def child_main(run_dir: str | Path) -> int:
+    """Run one study run (see :func:`run_child`); write its error and return 1 on failure."""
+    run_dir = Path(run_dir)
     try:
         run_child(run_dir)
     except Exception as err:
@@ -532,7 +531,3 @@ def _child_main(run_dir: Path) -> int:
         _write_atomic(run_dir / ERROR_FILE, json.dumps({"error": message}) + "\n")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(Path(sys.argv[1])))

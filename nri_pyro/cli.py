@@ -133,6 +133,18 @@ ABLATE_DEFAULT_OVERRIDES = [
 ]
 
 
+def simulate_default(d: dict) -> dict:
+    """The splits of an embedded default dataset (DEFAULT_DATA, ABLATE_DEFAULT_DATA): seed 0,
+    the paper's 49 frames (99 for test)."""
+    from nri_pyro.data.simulate import simulate
+
+    return {
+        split: simulate(d["system"], d[split], d["num_objects"], seed=0, split=split,
+                        num_frames=49 if split != "test" else 99)
+        for split in ("train", "valid", "test")
+    }  # fmt: skip
+
+
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     """Options that train and ablate share."""
     p.add_argument("--model", help="model spec (YAML); default: the paper's (models/nri.yaml)")
@@ -180,7 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from nri_pyro.api import NRI, resolve_specs
     from nri_pyro.data.io import load_dataset
-    from nri_pyro.data.simulate import resolve_device, simulate
+    from nri_pyro.data.simulate import resolve_device
 
     overrides = _overrides(args, DEFAULT_OVERRIDES, DEFAULT_EPOCHS)
     # Everything is checked before any data are made or read.
@@ -192,11 +204,7 @@ def _run_train(args: argparse.Namespace) -> int:
             f"no --data: simulating {d['system']} with {d['num_objects']} objects "
             f"({d['train']} / {d['valid']} / {d['test']} trajectories)"
         )
-        splits = {
-            split: simulate(d["system"], d[split], d["num_objects"], seed=0, split=split,
-                            num_frames=49 if split != "test" else 99)
-            for split in ("train", "valid", "test")
-        }  # fmt: skip
+        splits = simulate_default(d)
         name = "springs5-default"
     else:
         splits = load_dataset(args.data)
