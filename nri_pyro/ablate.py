@@ -159,7 +159,11 @@ class Study:
         device: str = "cpu",
         jobs: int = 1,
         evidence_samples: int = 64,
+        threads: int | None = None,
+        imports: Sequence[str] = (),
     ) -> None:
+        import importlib
+
         from nri_pyro.api import resolve_specs
         from nri_pyro.data.simulate import resolve_device
 
@@ -174,6 +178,15 @@ class Study:
                 f"evidence_samples must be an integer >= 32 (the Pareto-k fit needs a tail), "
                 f"got {evidence_samples!r}"
             )
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads
+        self.imports = list(imports)
+        for module in self.imports:  # custom priors etc.: registered here and in every run
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise ValueError(f"--import {module}: {err}") from None
         self.vary = parse_vary(vary)
         self.variants = variants(self.vary)
         self.jobs, self.device, self.evidence_samples = jobs, device, evidence_samples
@@ -220,7 +233,7 @@ class Study:
             f"{len(runs)} runs; {done_before} finished before, {len(todo)} to run, "
             f"{self.jobs} at a time"
         )
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
         counter = iter(range(1, len(todo) + 1))
 
         def one(item: tuple[Variant, int]) -> None:
@@ -283,6 +296,7 @@ class Study:
             "device": self.device,
             "evidence_samples": self.evidence_samples,
             "threads": threads,
+            "imports": self.imports,
             "settings": variant.settings,
         }
         config["train"] = {**config["train"], "seed": seed}
@@ -459,6 +473,8 @@ def ablate(
     device: str = "cpu",
     jobs: int = 1,
     evidence_samples: int = 64,
+    threads: int | None = None,
+    imports: Sequence[str] = (),
     log: Callable[[str], None] | None = print,
 ) -> AblationResult:
     """Run (or resume) a study and return its table; see the module docstring."""
@@ -468,7 +484,7 @@ def ablate(
     study = Study(
         out, vary, model_spec=model_spec, guide_spec=guide_spec, seeds=seeds,
         overrides=overrides, data=data, device=device, jobs=jobs,
-        evidence_samples=evidence_samples,
+        evidence_samples=evidence_samples, threads=threads, imports=imports,
     )  # fmt: skip
     return study.run(log)
 
@@ -478,6 +494,8 @@ def ablate(
 
 def run_child(run_dir: Path) -> None:
     """Train (or resume) one run of a study and write its held-out metrics atomically."""
+    import importlib
+
     import numpy as np
 
     from nri_pyro import diagnostics
@@ -487,6 +505,8 @@ def run_child(run_dir: Path) -> None:
 
     config = json.loads((run_dir / "run.json").read_text())
     torch.set_num_threads(config["threads"])
+    for module in config.get("imports", []):
+        importlib.import_module(module)
     splits = load_dataset(config["data"])
     if "train" not in splits:
         raise ValueError(f"{config['data']} has no training split")

@@ -248,6 +248,11 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     p.add_argument("--out", help="study folder (default studies/<time>)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    p.add_argument(
+        "--import", action="append", default=[], dest="imports", metavar="MODULE",
+        help="a module to import in every run first, e.g. one that registers custom priors",
+    )  # fmt: skip
     p.add_argument(
         "--evidence-samples", type=int, default=64,
         help="importance samples per held-out trajectory for the log evidence (default 64)",
@@ -263,7 +268,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     study = Study(
         out, args.vary, model_spec=args.model, guide_spec=args.guide, seeds=args.seeds,
         overrides=overrides, data=args.data, device=args.device, jobs=args.jobs,
-        evidence_samples=args.evidence_samples,
+        evidence_samples=args.evidence_samples, threads=args.threads, imports=args.imports,
     )  # fmt: skip
     result = study.run()
     failed = sum(row["failed"] for row in result.variants)
