@@ -11,10 +11,13 @@ from nri_pyro.nn import (
     MLPEncoder,
     RNNDecoder,
     adjacency_to_edges,
+    compile_modules,
+    decoders,
     edges_to_adjacency,
     full_graph,
 )
-from nri_pyro.nn.graph import permute_objects_edges
+from nri_pyro.nn.encoders import MLP
+from nri_pyro.nn.graph import FACTORIZE_FROM_FEATURES, permute_objects_edges
 
 B, N, T, D, K, H = 3, 5, 16, 4, 2, 16
 E = N * (N - 1)
@@ -123,6 +126,16 @@ def test_decoders_give_the_same_predictions_with_indexed_and_dense_graphs(name):
     torch.testing.assert_close(
         out, decoder(x, edges, DenseGraph(N), prediction_steps=3), atol=1e-5, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_decoders_with_several_message_types_match_the_dense_graph(name):
+    decoder = DECODERS[name](num_edge_types=3, skip_first=False)  # three message MLPs
+    x, _ = _data()
+    edges = torch.softmax(torch.randn(B, E, 3, dtype=x.dtype), dim=-1)
+    out = decoder(x, edges, Graph(N), prediction_steps=3)
+    dense = decoder(x, edges, DenseGraph(N), prediction_steps=3)
+    torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
@@ -256,5 +269,162 @@ def test_every_module_runs_on_cuda():
         rnn(x, edges, graph, burn_in_steps=4),
         rnn.rollout(x[:, :, :4], edges, graph, steps=3),
         DenseGraph(N, cuda).edge_to_node(graph.node_to_edge(x[:, :, 0])),
+        graph.node_to_edge_linear(x[:, :, 0], torch.ones(2 * D, 3, device=cuda)),
+        graph.node_to_edge_linear(x[:, :, 0, :1].expand(B, N, 40), torch.ones(80, 3, device=cuda)),
     ]
     assert all(out.device.type == "cuda" for out in outputs)
+    for decoder in (mlp, rnn):  # recomputed messages, backward included
+        decoder.recompute_messages = True
+        decoder(x, edges.requires_grad_(), graph).sum().backward()
+        assert edges.grad.device.type == "cuda"
+
+
+@pytest.mark.parametrize("features", [6, FACTORIZE_FROM_FEATURES])  # pairs GEMM, factorized
+def test_node_to_edge_linear_equals_the_linear_map_of_the_edge_pairs(features):
+    x = torch.randn(2, 3, N, features, dtype=torch.float64)
+    weight = torch.randn(4, 2 * features, 5, dtype=torch.float64)  # 4 stacked maps
+    bias = torch.randn(4, 5, dtype=torch.float64)
+    pairs = Graph(N).node_to_edge(x)  # [2, 3, E, 2F]
+    expected = torch.stack([pairs @ weight[k] + bias[k] for k in range(4)])
+    for graph in (Graph(N), DenseGraph(N)):
+        torch.testing.assert_close(graph.node_to_edge_linear(x, weight, bias), expected)
+        torch.testing.assert_close(graph.node_to_edge_linear(x, weight[0]), pairs @ weight[0])
+        relu = graph.node_to_edge_linear(x, weight[1], bias[1], torch.relu_)
+        torch.testing.assert_close(relu, torch.relu(expected[1]))
+    with pytest.raises(ValueError, match=f"2F = {2 * features} rows"):
+        Graph(N).node_to_edge_linear(x, weight[:, :-2])
+
+
+def test_edge_to_node_weighted_equals_weighting_then_summing():
+    e = torch.randn(2, 3, E, 6, dtype=torch.float64)
+    weights = torch.rand(2, 1, E, dtype=torch.float64)  # broadcast over the second dimension
+    for graph in (Graph(N), DenseGraph(N)):
+        for mean in (False, True):
+            torch.testing.assert_close(
+                graph.edge_to_node_weighted(e, weights, mean),
+                Graph(N).edge_to_node(e * weights[..., None], mean),
+            )
+
+
+@pytest.mark.parametrize("features", [H, FACTORIZE_FROM_FEATURES])
+@pytest.mark.parametrize("skip", [False, True])
+def test_encoder_mlp_on_edges_equals_the_mlp_of_the_concatenated_pairs(skip, features):
+    torch.manual_seed(0)
+    mlp = MLP(2 * features + (H if skip else 0), H, H).double()
+    x = torch.randn(B, N, features, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(B, E, H, dtype=torch.float64) if skip else None
+    graph = full_graph(N)
+    pairs = graph.node_to_edge(x)
+    expected = mlp(torch.cat([pairs, s], -1) if skip else pairs)
+    (grad,) = torch.autograd.grad(expected.square().sum(), x)
+    out = mlp.on_edges(x, graph, s)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(torch.autograd.grad(out.square().sum(), x)[0], grad)
+    with pytest.raises(ValueError, match="takes"):
+        mlp.on_edges(x[..., :-1], graph, s)
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_recomputed_messages_give_the_same_predictions_and_gradients(name):
+    x, edges = _data()
+    edges.requires_grad_()
+    graph = full_graph(N)
+    results = []
+    for recompute in (False, True):
+        decoder = DECODERS[name](dropout=0.2, recompute_messages=recompute).train()
+        torch.manual_seed(1)  # the same dropout masks: recomputation replays the RNG
+        out = decoder(x, edges, graph, prediction_steps=4)
+        grads = torch.autograd.grad(out.square().sum(), [edges, *decoder.parameters()])
+        results.append((out, grads))
+    torch.testing.assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_messages_recomputed_in_chunks_of_the_batch_are_the_same(name, monkeypatch):
+    x, edges = _data()
+    edges.requires_grad_()
+    graph = full_graph(N)
+    decoder = DECODERS[name](recompute_messages=True)
+    results = []
+    for chunk_bytes in (2**40, 1):  # one chunk; one per trajectory (B = 3)
+        monkeypatch.setattr(decoders, "RECOMPUTE_CHUNK_BYTES", chunk_bytes)
+        out = decoder(x, edges, graph, prediction_steps=4)
+        grads = torch.autograd.grad(out.square().sum(), [edges, *decoder.parameters()])
+        results.append((out, grads))
+    torch.testing.assert_close(results[1], results[0])
+
+
+def _saved_bytes(fn):
+    """Bytes of the distinct tensors autograd keeps for the backward pass of fn()."""
+    saved = {}
+
+    def pack(t):
+        saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(saved.values()), out
+
+
+def _decoder_saved_bytes(num_objects, recompute, batch=2, frames=12):
+    torch.manual_seed(0)
+    decoder = MLPDecoder(D, msg_hidden=H, msg_out=H, hidden=H, recompute_messages=recompute)
+    x = torch.randn(batch, num_objects, frames, D)
+    edges = torch.rand(batch, num_objects * (num_objects - 1), K)
+    return _saved_bytes(lambda: decoder(x, edges, full_graph(num_objects)))[0]
+
+
+def test_recomputed_messages_keep_node_sized_activations_only():
+    kept = {n: _decoder_saved_bytes(n, recompute=False) for n in (10, 40)}
+    recomputed = {n: _decoder_saved_bytes(n, recompute=True) for n in (10, 40)}
+    assert kept[40] / kept[10] > 10  # E grows 17-fold: the messages dominate
+    assert recomputed[40] / recomputed[10] < 5  # N grows 4-fold
+    assert recomputed[40] < kept[40] / 10
+
+
+def test_messages_are_recomputed_automatically_above_the_threshold(monkeypatch):
+    below = _decoder_saved_bytes(20, recompute=None)
+    assert below == _decoder_saved_bytes(20, recompute=False)
+    monkeypatch.setattr(decoders, "RECOMPUTE_ABOVE_FRACTION", 0.0)
+    assert _decoder_saved_bytes(20, recompute=None) == _decoder_saved_bytes(20, recompute=True)
+    with torch.no_grad():  # nothing to keep: no checkpointing either
+        assert _decoder_saved_bytes(20, recompute=None) == 0
+
+
+def test_a_training_step_at_50_objects_keeps_memory_linear_in_the_edges():
+    """A whole SVI step at N = 50 runs, and what it keeps for the backward pass is a few
+    [B, E, H] tensors per decoder step and encoder layer: O(E H), nothing O(E N)."""
+    import pyro
+
+    from nri_pyro.api import build
+
+    batch, frames = 2, 12
+
+    def step(num_objects):
+        torch.manual_seed(0)
+        x = torch.randn(batch, num_objects, frames, D).cumsum(2) * 0.05
+        tiny = [f"decoder.{k}={H}" for k in ("msg_hidden", "msg_out", "hidden")]
+        model, guide = build(None, None, x, overrides=[*tiny, f"guide.encoder.hidden={H}"])
+        elbo = pyro.infer.TraceMeanField_ELBO()
+        saved, loss = _saved_bytes(lambda: elbo.differentiable_loss(model, guide, x))
+        loss.backward()
+        grads = [p.grad for p in (*model.parameters(), *guide.parameters())]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        edge_tensor = batch * num_objects * (num_objects - 1) * H * 4  # bytes of [B, E, H]
+        return saved / edge_tensor
+
+    # The decoder keeps two per step (T - 1 = 11 of them) and its [B, E, 2D] input pairs
+    # (half of one here, with H = 16, D = 4), the encoder about a dozen.
+    assert step(50) < 2.5 * (frames - 1) + 15
+    assert step(50) < 1.1 * step(25)  # memory per edge does not grow with N
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, on importing dynamo
+def test_compile_modules_compiles_the_encoder_and_decoder_only():
+    from nri_pyro.api import build
+
+    model, guide = build(None, None, _data(dtype=torch.float32)[0])
+    assert compile_modules(model) == ["decoder"]
+    assert compile_modules(guide) == ["encoder"]
+    assert compile_modules(MLPEncoder(T, D, hidden=H)) == [""]

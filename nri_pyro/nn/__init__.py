@@ -1,6 +1,7 @@
 """GNN building blocks of NRI in plain torch: the graph, the encoders and the decoders."""
 
-from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder
+from nri_pyro.nn.compile import compile_modules
+from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder, recompute_threshold
 from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder
 from nri_pyro.nn.graph import (
     DenseGraph,
@@ -18,6 +19,8 @@ __all__ = [
     "MLPEncoder",
     "RNNDecoder",
     "adjacency_to_edges",
+    "compile_modules",
     "edges_to_adjacency",
     "full_graph",
+    "recompute_threshold",
 ]

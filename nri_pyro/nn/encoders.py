@@ -28,8 +28,45 @@ class MLP(nn.Module):
             nn.init.constant_(layer.bias, 0.1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.elu(self.fc2(self.dropout(F.elu(self.fc1(x)))))
-        return self.bn(h.reshape(-1, h.shape[-1])).reshape(h.shape)
+        rows = x.reshape(-1, x.shape[-1])  # 2-D throughout: in-place ELUs on fresh outputs
+        return self._after_fc1(_elu_(self.fc1(rows)), x.shape[:-1])
+
+    def on_edges(self, x: Tensor, graph: Graph, skip: Tensor | None = None) -> Tensor:
+        """``self(torch.cat([graph.node_to_edge(x), skip], -1))`` without building that input.
+
+        x: [..., N, F] node features, skip: [..., E, S] or None -> [..., E, n_out]. The first
+        layer's sender and receiver blocks come from ``Graph.node_to_edge_linear``: for wide
+        node features (the hidden layers here) they are applied per node and gathered, which
+        saves their GEMM's (N-1)-fold repetition and the [..., E, 2F] input.
+        """
+        pair_features = 2 * x.shape[-1]
+        skip_features = 0 if skip is None else skip.shape[-1]
+        if pair_features + skip_features != self.fc1.in_features:
+            raise ValueError(
+                f"this MLP takes {self.fc1.in_features} inputs per edge, but nodes with "
+                f"F = {x.shape[-1]} features give 2F = {pair_features}"
+                + (f" and the skip gives {skip_features}" if skip is not None else "")
+            )
+        weight = self.fc1.weight  # [n_hidden, n_in]: (sender, receiver, skip) columns
+        pairs = weight[:, :pair_features].t()
+        if skip is None:
+            h = graph.node_to_edge_linear(x, pairs, self.fc1.bias, _elu_)
+            return self._after_fc1(h.flatten(0, -2), h.shape[:-1])
+        h = graph.node_to_edge_linear(x, pairs, self.fc1.bias)
+        skip_rows = skip.reshape(-1, skip_features)
+        h = _elu_(torch.addmm(h.flatten(0, -2), skip_rows, weight[:, pair_features:].t()))
+        return self._after_fc1(h, skip.shape[:-1])
+
+    def _after_fc1(self, h: Tensor, shape: torch.Size) -> Tensor:
+        """h: [rows, n_hidden], the first layer's activations -> [*shape, n_out]."""
+        h = self.bn(_elu_(self.fc2(self.dropout(h))))
+        return h.view(*shape, h.shape[-1])
+
+
+def _elu_(x: Tensor) -> Tensor:
+    """ELU in place; only for fresh tensors that nothing else reads (its backward needs only
+    its result), which saves a tensor of activations per layer."""
+    return F.elu(x, inplace=True)
 
 
 def _check_nodes(x: Tensor, graph: Graph, num_features: int) -> None:
@@ -63,7 +100,7 @@ class _EdgeHead(nn.Module):
         if self.factor:
             skip = h
             h = self.node_mlp(graph.edge_to_node(h, mean=True))  # [B, N, H]
-            h = self.edge_mlp(torch.cat([graph.node_to_edge(h), skip], dim=-1))  # [B, E, H]
+            h = self.edge_mlp.on_edges(h, graph, skip)  # [B, E, H]
         return self.fc_out(h)
 
 
@@ -99,7 +136,7 @@ class MLPEncoder(nn.Module):
                 f"{self.num_frames} frames or use CNNEncoder, which handles any T"
             )
         h = self.mlp1(x.flatten(2))  # [B, N, H]
-        return self.head(self.mlp2(graph.node_to_edge(h)), graph)  # [B, E, H] -> [B, E, K]
+        return self.head(self.mlp2.on_edges(h, graph), graph)  # [B, E, H] -> [B, E, K]
 
 
 class _CNN(nn.Module):

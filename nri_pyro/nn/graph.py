@@ -11,9 +11,30 @@ dimensions (batch, time, ...) pass through: ``x: [..., N, H]``, ``e: [..., E, H]
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+# From this many node features on, an edge MLP's first layer is applied per node and
+# gathered (Graph.node_to_edge_linear); below, a GEMM over the [E, 2F] pairs is cheaper.
+FACTORIZE_FROM_FEATURES = 32
+
+
+def _stacked_linear(rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """rows: [R, I], weight: [M, I, O], bias: [*S, O] with prod(S) = M, or None ->
+    [M, R, O], every stacked map applied to every row: one GEMM (with the bias in it) for
+    one map, one batched GEMM for more."""
+    maps, _, out = weight.shape
+    if maps == 1:
+        if bias is None:
+            return (rows @ weight[0]).unsqueeze(0)
+        return torch.addmm(bias.reshape(out), rows, weight[0]).unsqueeze(0)
+    edges = torch.bmm(rows.expand(maps, -1, -1), weight)
+    if bias is not None:  # in place on the fresh product: no broadcast copy
+        edges = edges.add_(bias.reshape(maps, 1, out))
+    return edges
 
 
 def _edge_index(num_objects: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
@@ -57,6 +78,82 @@ class Graph:
         total = e.unflatten(-2, (self.num_objects, self.num_objects - 1)).sum(-2)
         return total / (self.num_objects - 1) if mean else total
 
+    def node_to_edge_linear(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """``activation(node_to_edge(x) @ weight + bias)``, the first layer of an edge MLP.
+
+        x: [..., N, F], weight: [*S, 2F, O] (sender rows first), bias: [*S, O] or None ->
+        [*S, ..., E, O]: S is zero or more dimensions of stacked maps (one per edge type,
+        say), each applied to every edge. From ``FACTORIZE_FROM_FEATURES`` features on, the
+        [..., E, 2F] pairs are never built: since W [x_s; x_r] = W_s x_s + W_r x_r, both
+        halves of every map are applied once per node (N rows, not E) in one GEMM, the
+        sender's half is gathered per edge and the receiver's broadcast over its N-1
+        contiguous incoming edges. With fewer features one GEMM over the small pairs is
+        cheaper than that gather. ``activation`` (optional) may work in place
+        (``torch.relu_``): it sees a fresh tensor before any reshape, so autograd copies
+        nothing for it.
+        """
+        self._check(x, self.num_objects, "x", "N (objects)")
+        features, stack, maps, out = self._check_linear(x, weight, bias)
+        lead = x.shape[:-2]
+        if features < FACTORIZE_FROM_FEATURES:
+            pairs = self.node_to_edge(x).reshape(-1, 2 * features)  # [rows, 2F]
+            edges = _stacked_linear(pairs, weight.reshape(maps, 2 * features, out), bias)
+        else:
+            # [F, 2 * maps * O]: (sender, receiver) outer, then the stacked maps.
+            w = weight.reshape(maps, 2, features, out).permute(2, 1, 0, 3).flatten(1)
+            proj = (x @ w).unflatten(-1, (2, maps, out)).movedim(-2, 0)  # [maps, ..., N, 2, O]
+            send, recv = proj[..., 0, :], proj[..., 1, :]
+            if bias is not None:
+                recv = recv + bias.reshape(maps, *[1] * (x.dim() - 1), out)
+            pairs = send.index_select(-2, self.senders).unflatten(-2, self._by_receiver)
+            edges = pairs + recv.unsqueeze(-2)  # [maps, ..., N, N-1, O]
+        if activation is not None:
+            edges = activation(edges)
+        return edges.view(*stack, *lead, self.num_edges, out)
+
+    def edge_to_node_weighted(self, e: Tensor, weights: Tensor, mean: bool = False) -> Tensor:
+        """``edge_to_node(e * weights[..., None], mean)`` without building the product.
+
+        e: [..., E, H], weights: [..., E] (leading dimensions broadcast with e's) ->
+        [..., N, H]. One matrix-vector product per receiver over its N-1 incoming edges, so
+        neither the forward nor the backward pass materializes another [..., E, H] tensor
+        besides the gradient of e.
+        """
+        self._check(e, self.num_edges, "e", "E (edges)")
+        w = weights.unflatten(-1, self._by_receiver).unsqueeze(-2)  # [..., N, 1, N-1]
+        total = (w @ e.unflatten(-2, self._by_receiver)).squeeze(-2)
+        return total / (self.num_objects - 1) if mean else total
+
+    @property
+    def _by_receiver(self) -> tuple[int, int]:
+        """The edge dimension split as (receiver, sender) = (N, N-1): receiver-major order."""
+        return self.num_objects, self.num_objects - 1
+
+    def _check_linear(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None
+    ) -> tuple[int, torch.Size, int, int]:
+        """features F, stacked dimensions S, number of stacked maps, outputs O."""
+        features = x.shape[-1]
+        if weight.dim() < 2 or weight.shape[-2] != 2 * features:
+            raise ValueError(
+                f"weight must be [*S, 2F, O] with 2F = {2 * features} rows (sender features "
+                f"first, then receiver features) for x with F = {features}, got shape "
+                f"{tuple(weight.shape)}"
+            )
+        stack, out = weight.shape[:-2], weight.shape[-1]
+        if bias is not None and bias.shape != (*stack, out):
+            raise ValueError(
+                f"bias must be [*S, O] = {[*stack, out]} for weight of shape "
+                f"{tuple(weight.shape)}, got shape {tuple(bias.shape)}"
+            )
+        return features, stack, math.prod(stack), out
+
     def _check(self, t: Tensor, size: int, name: str, what: str) -> None:
         if t.dim() < 2 or t.shape[-2] != size:
             raise ValueError(
@@ -93,6 +190,32 @@ class DenseGraph(Graph):
         self._check(e, self.num_edges, "e", "E (edges)")
         total = self.rel_rec.to(e.dtype).t() @ e
         return total / (self.num_objects - 1) if mean else total
+
+    def node_to_edge_linear(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The reference's way: the [..., E, 2F] pairs, then each linear map."""
+        _, stack, maps, out = self._check_linear(x, weight, bias)
+        pairs = self.node_to_edge(x)
+        weights = weight.reshape(maps, *weight.shape[-2:])
+        biases = [None] * maps if bias is None else bias.reshape(maps, out)
+        edges = torch.stack(
+            [
+                pairs @ w if b is None else pairs @ w + b
+                for w, b in zip(weights, biases, strict=True)
+            ]
+        )
+        if activation is not None:
+            edges = activation(edges)
+        return edges.reshape(*stack, *edges.shape[1:])
+
+    def edge_to_node_weighted(self, e: Tensor, weights: Tensor, mean: bool = False) -> Tensor:
+        """The reference's way: weight every edge, then the incidence matmul."""
+        return self.edge_to_node(e * weights.unsqueeze(-1), mean)
 
 
 @functools.lru_cache(maxsize=64)
