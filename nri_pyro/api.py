@@ -19,6 +19,7 @@ from torch import Tensor
 
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.data.simulate import resolve_device
+from nri_pyro.distributed import DataParallel
 from nri_pyro.guide import NRIGuide
 from nri_pyro.infer import (
     Trainer,
@@ -106,8 +107,14 @@ class NRI:
         out: str | Path | None = None,
         resume: bool = False,
         log: Any = print,
+        data_parallel: DataParallel | None = None,
     ) -> NRI:
-        """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints."""
+        """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints.
+
+        ``data_parallel``: this process's place in a torchrun launch
+        (:func:`nri_pyro.distributed.from_environment`); every process calls ``fit`` with the
+        same arguments and rank 0 writes ``out``.
+        """
         if epochs is not None:
             self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
         self.normalizer = normalizer_for(train)
@@ -125,11 +132,11 @@ class NRI:
         trainer = Trainer(
             self.model, self.guide, train_xy, valid_xy, self.config,
             normalizer=self.normalizer, run_dir=out, device=self.device,
-            data_info=self.data_info, log=log,
+            data_info=self.data_info, log=log, data_parallel=data_parallel,
         )  # fmt: skip
         self.history = trainer.fit(resume=resume)
         self.data_info = trainer.data_info
-        if out is not None:
+        if out is not None and (data_parallel is None or data_parallel.is_main):
             best = Path(out) / "checkpoint_best.pt"
             if best.exists():
                 self._load_state(load_checkpoint(best))

@@ -14,6 +14,7 @@ import torch
 
 from nri_pyro.data.simulate import generate_dataset
 from nri_pyro.data.systems import SYSTEMS, get_system
+from nri_pyro.distributed import DistributedError
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -186,10 +187,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, help="training seed (train.seed)")
+    p.add_argument(
+        "--dist-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others to join and at each "
+        "exchange before it fails (default 300)",
+    )  # fmt: skip
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from nri_pyro import distributed
     from nri_pyro.api import NRI, resolve_specs
     from nri_pyro.data.io import load_dataset
     from nri_pyro.data.simulate import resolve_device
@@ -197,10 +204,15 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = _overrides(args, DEFAULT_OVERRIDES, DEFAULT_EPOCHS)
     # Everything is checked before any data are made or read.
     resolve_specs(args.model, args.guide, overrides)
-    resolve_device(args.device)
+    device = resolve_device(args.device)
+    # Under torchrun: join the other processes (each trains on its shard of every batch).
+    run = distributed.from_environment(device, timeout_s=args.dist_timeout)
+    if run is not None:
+        device = run.device
+    say = print if run is None or run.is_main else (lambda *_: None)  # rank 0 speaks
     if args.data is None:
         d = DEFAULT_DATA
-        print(
+        say(
             f"no --data: simulating {d['system']} with {d['num_objects']} objects "
             f"({d['train']} / {d['valid']} / {d['test']} trajectories)"
         )
@@ -211,10 +223,20 @@ def _run_train(args: argparse.Namespace) -> int:
         name = Path(args.data).name
     if "train" not in splits:
         raise ValueError(f"{args.data} has no training split")
-    out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    nri = NRI(args.model, args.guide, overrides=overrides, device=args.device)
-    print(f"training {out} on {args.device}: {nri.config.epochs} epochs")
-    nri.fit(splits["train"], splits.get("valid"), out=out, resume=args.resume)
+    # Rank 0's default folder name (its clock) for every process.
+    out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.broadcast(run, out))
+    nri = NRI(args.model, args.guide, overrides=overrides, device=device)
+    where = str(device) if run is None else f"{run.world_size} processes ({run.backend})"
+    say(f"training {out} on {where}: {nri.config.epochs} epochs")
+    try:
+        nri.fit(splits["train"], splits.get("valid"), out=out, resume=args.resume,
+                log=say, data_parallel=run)  # fmt: skip
+    finally:
+        if run is not None:
+            distributed.finish()
+    if run is not None and not run.is_main:
+        return 0
     summary: dict = {"run": str(out)}
     held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
     if held_out is not None:
@@ -437,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, DistributedError) as err:
         print(f"nri-pyro {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,9 @@ from pyro.distributions.relaxed_straight_through import QuantizeCategorical
 from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
+from torch.distributions.utils import clamp_probs
+
+from nri_pyro.distributed import local_rows
 
 
 class EdgeTypes(RelaxedOneHotCategorical):
@@ -54,7 +57,18 @@ class EdgeTypes(RelaxedOneHotCategorical):
         return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
-        soft = super().rsample(sample_shape)
+        # torch's Gumbel-softmax sampler, except that in a data-parallel training step the
+        # noise of the per-trajectory rows is drawn for the global batch
+        # (nri_pyro.distributed.local_rows), so W processes sample what one would.
+        shape = self._extended_shape(sample_shape)
+        logits = self.logits
+
+        def uniform(size: torch.Size) -> Tensor:
+            return torch.rand(size, dtype=logits.dtype, device=logits.device)
+
+        u = clamp_probs(uniform(shape) if len(sample_shape) else local_rows(shape, uniform))
+        scores = (logits - (-u.log()).log()) / self.temperature
+        soft = (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
         return QuantizeCategorical.apply(soft) if self.hard else soft
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ them kept for evaluation. A prior with global latents brings its own guide modul
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pyro
@@ -18,6 +19,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
+from nri_pyro.distributed import global_count, global_sum, paused
 from nri_pyro.distributions import EdgeTypes
 from nri_pyro.model import check_edges, check_trajectories, trajectories_plate
 from nri_pyro.nn import MLPEncoder, full_graph
@@ -87,16 +89,18 @@ class NRIGuide(PyroModule):
         )  # fmt: skip
 
     def logits(self, x: Tensor) -> Tensor:
-        """Edge-type logits [B, E, K] from the first ``num_frames`` frames of x: [B, N, T, D]."""
+        """Edge-type logits [B, E, K] from the first ``num_frames`` frames of x: [B, N, T, D],
+        in x's dtype (also when the encoder ran under autocast)."""
         check_trajectories(x, self.num_features)
         if isinstance(self.encoder, MLPEncoder) and x.shape[2] < self.num_frames:
             raise ValueError(
                 f"the MLP encoder reads {self.num_frames} frames (its training length), "
                 f"but the trajectories have {x.shape[2]}"
             )
-        return self.encoder(
+        logits = self.encoder(
             x[:, :, : self.num_frames], full_graph(x.shape[1], x.device, dense=self.dense)
         )
+        return logits.to(x.dtype)
 
     def slot_logits(self, x: Tensor) -> Tensor:
         """Logits of the latent slots: [B, U, K] per trajectory, or [U, K] for a shared graph
@@ -109,7 +113,8 @@ class NRIGuide(PyroModule):
             raise ValueError(
                 f"the shared graph has {self.num_objects} objects, the data have {x.shape[1]}"
             )
-        pooled = logits.mean(0)
+        # The minibatch's mean (the global batch's in a data-parallel step).
+        pooled = global_sum(logits.sum(0)) / global_count(logits.shape[0])
         if self.training:
             with torch.no_grad():
                 if bool(self.shared_tracked):
@@ -170,16 +175,19 @@ class NRIGuide(PyroModule):
         logits = self.slot_logits(x)
         layout = self.structure.layout(x.shape[1], x.device)
         known = self.structure.known_slots(edges, edge_mask, layout, batch)
+        # A shared graph's logits are pooled already (over the global batch in a
+        # data-parallel step): what follows from them is the same in every process.
+        replicated = paused() if self.structure.shared else contextlib.nullcontext()
         if self.prior_guide is not None:
             probs = self._known_one_hot(torch.softmax(logits, -1), x, edges, edge_mask)
             scale = 1.0 if self.structure.shared else (num_trajectories or batch) / batch
-            with poutine.scale(scale=kl_weight):
+            with poutine.scale(scale=kl_weight), replicated:
                 self.prior_guide(probs, scale)
         q = EdgeTypes(self.temperature, logits=logits, hard=self.hard)
         if self.structure.shared:
             if known is not None:
                 q = q.mask(~known[1][0])
-            with poutine.scale(scale=kl_weight):
+            with poutine.scale(scale=kl_weight), paused():
                 return pyro.sample("edges", q.to_event(1))
         with trajectories_plate(x, num_trajectories):
             if known is not None:

@@ -6,7 +6,9 @@ torch optimiser over the model's and guide's parameters. After each epoch: valid
 a line in metrics.jsonl, the last checkpoint, and the best one by the chosen validation
 metric. Checkpoints are written atomically and hold everything needed to continue
 exactly: parameters, optimiser and scheduler state, the RNG state, the epoch. Minibatch
-order is a function of (seed, epoch), so a resumed run sees the same batches.
+order is a function of (seed, epoch), so a resumed run sees the same batches. With a
+:class:`~nri_pyro.distributed.DataParallel` the same loop runs in every process of a
+torchrun launch on its shard of each minibatch (see :mod:`nri_pyro.distributed`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pyro import poutine
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from nri_pyro import distributed
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.guide import NRIGuide
 from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator
@@ -301,9 +304,15 @@ class Trainer:
         device: torch.device | str = "cpu",
         data_info: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = print,
+        data_parallel: distributed.DataParallel | None = None,
     ) -> None:
         self.model, self.guide, self.config = model, guide, config
         self.device = torch.device(device)
+        self.dp = data_parallel
+        # Only one process writes the run folder and logs.
+        self.writes = data_parallel is None or data_parallel.is_main
+        if not self.writes:
+            log = None
         self.train_x, self.train_edges = train
         self.valid = valid
         self.normalizer = normalizer
@@ -324,6 +333,7 @@ class Trainer:
                 "have no graphs"
             )
         self.loss_fn = objective(config.objective)(model, guide)
+        self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay
@@ -331,6 +341,40 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best: dict[str, Any] = {"value": None, "epoch": None}
         self.history: list[dict[str, Any]] = []
+
+    def _data_parallel(self, x: Tensor) -> torch.nn.Module:
+        """The ELBO module under DistributedDataParallel, after checking that every process
+        has the same run and that the data can be split between them."""
+        dp, c = self.dp, self.config
+        assert dp is not None
+        if dp.world_size > x.shape[0]:
+            raise ValueError(
+                f"{dp.world_size} processes cannot share {x.shape[0]} training trajectories: "
+                "start at most as many processes as there are trajectories"
+            )
+        if dp.world_size > c.batch_size:
+            raise ValueError(
+                f"train.batch_size = {c.batch_size} is the global minibatch, split between "
+                f"{dp.world_size} processes: it must be at least the number of processes"
+            )
+        if self.device != dp.device:
+            raise ValueError(f"this process trains on {dp.device}, not on {self.device}")
+        distributed.check_same(
+            dp,
+            {
+                "model spec": self.model.spec,
+                "guide spec": self.guide.spec,
+                "train config": asdict(c),
+                "data shape": list(x.shape),
+                "data": distributed.fingerprint(x),
+                "run folder": None if self.run_dir is None else str(self.run_dir),
+            },
+        )
+        return torch.nn.parallel.DistributedDataParallel(
+            self.loss_fn,
+            device_ids=[dp.device] if dp.device.type == "cuda" else None,
+            find_unused_parameters=True,  # a spec may leave some parameter out of a step
+        )
 
     # --- checkpoints -------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -340,7 +384,7 @@ class Trainer:
             "epoch": self.epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda, "device": str(self.device)},
             "best": dict(self.best),
         }
 
@@ -357,8 +401,16 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        cuda = state["rng"]["cuda"]
+        if cuda and torch.cuda.is_available():
+            saved = torch.device(state["rng"].get("device", "cpu"))
+            if self.device.type == "cuda" and saved.type == "cuda":
+                # The training device continues the stream of the one that wrote the
+                # checkpoint (in a data-parallel run: rank 0's; every process's is alike).
+                index = saved.index or 0
+                torch.cuda.set_rng_state(cuda[min(index, len(cuda) - 1)], self.device)
+            else:
+                torch.cuda.set_rng_state_all(cuda)
         self.epoch = state["epoch"]
         self.best = dict(state["best"])
 
@@ -386,6 +438,13 @@ class Trainer:
         self.history = [json.loads(line) for line in kept]
 
     # --- the loop ----------------------------------------------------------------------
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast of a training step's networks with train.precision = bfloat16 (the
+        model and guide return their outputs in the data's dtype, so Pyro's densities and
+        KL stay in it)."""
+        enabled = self.config.precision == "bfloat16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def kl_weight(self, epoch: int) -> float:
         c = self.config
         if c.kl_anneal_epochs <= 0:
@@ -403,14 +462,19 @@ class Trainer:
         self.model.train()
         self.guide.train()
         total = 0.0
+        batches = _batches(num, c.batch_size)
+        dp = self.dp
+        if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
+            batches = batches[:-1]  # fewer trajectories than processes: left for other epochs
         bar = tqdm(
-            _batches(num, c.batch_size),
+            batches,
             desc=f"epoch {epoch + 1}/{c.epochs}",
-            disable=not c.progress,
+            disable=not (c.progress and self.writes),
             leave=False,
         )
         for batch in bar:
-            idx = order[batch]
+            positions = order[batch]
+            idx = positions if dp is None else dp.shard(positions)
             x = self.train_x[idx].to(self.device, non_blocking=True)
             known = {}
             if self.train_mask is not None:
@@ -419,39 +483,50 @@ class Trainer:
                     "edge_mask": self.train_mask[idx].to(self.device),
                 }
             # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
-            loss = self.loss_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
-            if not torch.isfinite(loss):
+            with distributed.stepping(dp, len(positions)), self._autocast():
+                loss = self.step_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
+            # Summed over the processes (every one sees the same), before any can stop.
+            batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * len(idx))
+            if not math.isfinite(batch_loss):
                 raise FloatingPointError(
-                    f"the loss became {float(loss)} at epoch {epoch + 1}; lower train.lr or set "
+                    f"the loss became {batch_loss} at epoch {epoch + 1}; lower train.lr or set "
                     "train.grad_clip"
                 )
+            if dp is not None:  # DDP averages the gradients: weight by the share of the batch
+                loss = loss * (dp.world_size * len(idx) / len(positions))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), c.grad_clip)
             self.optimizer.step()
-            total += float(loss.detach()) * x.shape[0]
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            total += batch_loss
+            bar.set_postfix(loss=f"{batch_loss / len(positions):.4g}")
         self.scheduler.step()
-        return total / num
+        seen = sum(b.stop - b.start for b in batches)
+        return total / seen
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train to ``config.epochs``; with ``resume`` continue from the run's last checkpoint."""
         c = self.config
         if self.run_dir is not None:
-            last = self.run_dir / "checkpoint_last.pt"
-            if resume:
-                if not last.exists():
-                    raise FileNotFoundError(f"nothing to resume: {last} does not exist")
-                self.restore(load_checkpoint(last))
-                self._truncate_metrics()
+            # Rank 0 reads the run folder (the others may not see it) and sends them the
+            # outcome: the checkpoint to continue from, or the error every process raises.
+            problem, state = None, None
+            if self.writes:
+                try:
+                    state = self._checkpoint_to_resume(resume)
+                except (FileNotFoundError, FileExistsError, ValueError) as err:
+                    problem = err
+            problem, state = distributed.broadcast(self.dp, (problem, state))
+            if problem is not None:
+                raise problem
+            if state is not None:
+                self.restore(state)
+                if self.writes:
+                    self._truncate_metrics()
                 self.log(f"resuming {self.run_dir} after epoch {self.epoch}")
-            elif last.exists():
-                raise FileExistsError(
-                    f"{self.run_dir} already holds a run; pass --resume to continue it or "
-                    "choose another --out"
-                )
-            self._write_run_files()
+            if self.writes:
+                self._write_run_files()
         larger_better = SELECT_METRICS[c.select_metric]
         while self.epoch < c.epochs:
             epoch = self.epoch
@@ -476,14 +551,48 @@ class Trainer:
             self.history.append(record)
             if c.progress:
                 self.log(_format_record(record))
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.writes:
                 with (self.run_dir / "metrics.jsonl").open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 state = self.state()
                 if improved:
                     atomic_save(state, self.run_dir / "checkpoint_best.pt")
                 atomic_save(state, self.run_dir / "checkpoint_last.pt")
+        if self.dp is not None:
+            self._check_replicas()
         return self.history
+
+    def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
+        assert self.run_dir is not None
+        last = self.run_dir / "checkpoint_last.pt"
+        if resume:
+            if not last.exists():
+                raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+            return load_checkpoint(last)
+        if last.exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or "
+                "choose another --out"
+            )
+        return None
+
+    def _check_replicas(self) -> None:
+        """Every process must end with rank 0's parameters and statistics; each says so."""
+        dp = self.dp
+        assert dp is not None
+        mine = distributed.parameters_fingerprint(self.loss_fn)
+        everyone = distributed.all_gather_strings(dp, mine)
+        differ = [r for r, d in enumerate(everyone) if d != everyone[0]]
+        if differ:
+            raise distributed.DistributedError(
+                f"the replicas of ranks {differ} ended with other parameters than rank 0's "
+                f"({everyone}): the processes went out of step"
+            )
+        print(
+            f"rank {dp.rank} of {dp.world_size}: {self.epoch} epochs done, replicas agree "
+            f"(parameters {mine})",
+            flush=True,
+        )
 
     def _update_best(self, record: dict[str, Any], larger_better: bool) -> bool:
         key = f"valid_{self.config.select_metric}"

@@ -115,13 +115,14 @@ class NRIModel(PyroModule):
         return self.log_sigma.exp()
 
     def predict(self, x: Tensor, z: Tensor) -> Tensor:
-        """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K]."""
+        """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K], in
+        x's dtype (also when the decoder ran under autocast)."""
         graph = full_graph(x.shape[1], x.device, dense=self.dense)
         if self.burn_in_steps is not None:
-            return self.decoder(
-                x, z, graph, self.prediction_steps, burn_in_steps=self.burn_in_steps
-            )
-        return self.decoder(x, z, graph, self.prediction_steps)
+            loc = self.decoder(x, z, graph, self.prediction_steps, burn_in_steps=self.burn_in_steps)
+        else:
+            loc = self.decoder(x, z, graph, self.prediction_steps)
+        return loc.to(x.dtype)
 
     def rollout(self, x_prefix: Tensor, z: Tensor, steps: int) -> Tensor:
         """Predict ``steps`` frames after the prefix on the decoder's own: [B, N, steps, D]."""

@@ -36,6 +36,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from nri_pyro.distributed import global_count, global_sum
 from nri_pyro.distributions import EdgeTypes
 
 PRIORS: dict[str, type[EdgePrior]] = {}
@@ -211,7 +212,11 @@ class DirichletPosterior(nn.Module):
         """q(pi): from the running counts in evaluation (or without data), else from data."""
         counts = None
         if slot_probs is not None:
-            counts = slot_probs.detach().reshape(-1, slot_probs.shape[-1]).sum(0) * scale
+            # scale: dataset / minibatch size; in a data-parallel step the minibatch is the
+            # global batch, over which the counts are summed.
+            local = slot_probs.shape[0] if slot_probs.dim() > 2 else 1
+            counts = global_sum(slot_probs.detach().reshape(-1, slot_probs.shape[-1]).sum(0))
+            counts = counts * scale * local / global_count(local)
         if self.training and counts is not None:
             with torch.no_grad():
                 if bool(self.tracked):

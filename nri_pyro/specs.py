@@ -59,6 +59,9 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     progress: bool = True
+    # "bfloat16": the encoder and decoder run under bf16 autocast in training steps (mixed
+    # precision: parameters, likelihood and KL stay float32); evaluation is float32.
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -84,6 +87,10 @@ class TrainConfig:
             (0 < self.lr_decay <= 1, "train.lr_decay must lie in (0, 1]"),
             (self.grad_clip is None or self.grad_clip > 0, "train.grad_clip must be positive"),
             (self.objective in ("nri", "concrete"), "train.objective must be nri or concrete"),
+            (
+                self.precision in PRECISIONS,
+                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
             (self.kl_weight > 0, "train.kl_weight must be positive"),
             (self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs must be >= 0"),
             (
@@ -95,6 +102,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
+
+PRECISIONS = ("float32", "bfloat16")
 
 # Validation metric -> whether larger is better.
 SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse": False}

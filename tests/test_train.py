@@ -161,3 +161,31 @@ def test_a_short_cpu_training_run_learns_the_springs_graphs(tmp_path):
 
 
 LEARNING_EPOCHS = 20
+
+
+def test_bfloat16_precision_runs_the_networks_in_bf16_and_keeps_float32_elsewhere(small):
+    """train.precision=bfloat16: the linear layers of encoder and decoder compute in bf16 in
+    training steps; parameters and evaluation stay float32; the loss after two epochs is
+    close to float32's from the same seed."""
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        linear_outputs: dict[bool, set] = {True: set(), False: set()}  # training -> dtypes
+
+        def record(module, args, out, seen=linear_outputs):
+            if isinstance(module, torch.nn.Linear):
+                seen[module.training].add(out.dtype)
+
+        hook = torch.nn.modules.module.register_module_forward_hook(record)
+        try:
+            nri = NRI(overrides=[*TINY, f"train.precision={precision}"])
+            nri.fit(small["train"], small["valid"], epochs=2)
+            nll = nri.evaluate(small["valid"])["nll"]
+        finally:
+            hook.remove()
+        expected = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        assert linear_outputs == {True: {expected}, False: {torch.float32}}
+        params = [*nri.model.parameters(), *nri.guide.parameters()]
+        assert all(p.dtype == torch.float32 for p in params)
+        assert np.isfinite(nll)
+        losses[precision] = nri.history[-1]["train_loss"]
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * abs(losses["float32"])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nri_pyro.distributed import batch_norm
 from nri_pyro.nn.graph import Graph
 
 
@@ -59,7 +60,8 @@ class MLP(nn.Module):
 
     def _after_fc1(self, h: Tensor, shape: torch.Size) -> Tensor:
         """h: [rows, n_hidden], the first layer's activations -> [*shape, n_out]."""
-        h = self.bn(_elu_(self.fc2(self.dropout(h))))
+        # In a data-parallel step, over the rows of the global batch.
+        h = batch_norm(self.bn, _elu_(self.fc2(self.dropout(h))))
         return h.view(*shape, h.shape[-1])
 
 
