@@ -331,6 +331,7 @@ class Study:
                 run_dir = self.run_dir(variant, seed)
                 row: dict[str, Any] = {"variant": variant.label, "seed": seed}
                 row["settings"] = dict(variant.settings)
+                row["run"] = str(run_dir / "train")  # the run folder (nri-pyro plot RUN)
                 if (run_dir / RESULT_FILE).exists():
                     row["status"] = "ok"
                     row.update(json.loads((run_dir / RESULT_FILE).read_text())["metrics"])

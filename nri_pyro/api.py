@@ -27,6 +27,7 @@ from nri_pyro.infer import (
     build_from_checkpoint,
     evaluate,
     load_checkpoint,
+    memory_safe_batch,
     model_state,
     normalizer_for,
     prepare,
@@ -170,8 +171,9 @@ class NRI:
         self, data: TrajectoryDataset | Tensor, *, batch_size: int = 256, as_adjacency: bool = False
     ) -> Tensor:
         """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``."""
-        guide = self._require_fitted()[1]
+        model, guide, _ = self._require_fitted()
         x, _ = self._inputs(data)
+        batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
         guide.eval()
         probs = torch.cat([
             guide.edge_probs(x[i : i + batch_size].to(self.device)).cpu()
@@ -194,8 +196,9 @@ class NRI:
         model.eval()
         guide.eval()
         out = []
-        for i in range(0, x.shape[0], 256):
-            xb = x[i : i + 256].to(self.device)
+        size = memory_safe_batch(256, model, guide, x, self.device)
+        for i in range(0, x.shape[0], size):
+            xb = x[i : i + size].to(self.device)
             probs = guide.edge_probs(xb)
             z = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(xb.dtype)
             out.append(model.rollout(xb, z, steps).cpu())

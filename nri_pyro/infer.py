@@ -35,6 +35,7 @@ from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.guide import NRIGuide
 from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator
 from nri_pyro.model import NRIModel, check_trajectories
+from nri_pyro.nn import MLPDecoder, compile_modules, recompute_threshold
 from nri_pyro.specs import SELECT_METRICS, TrainConfig
 
 CHECKPOINT_FORMAT = "nri-pyro-checkpoint"
@@ -67,6 +68,28 @@ def prepare(data: TrajectoryDataset, normalizer: Normalizer) -> tuple[Tensor, Te
     x = normalizer.apply(data.trajectories.double()).float()
     edges = data.edges if data.adjacency is not None else None
     return x, edges
+
+
+def memory_safe_batch(
+    requested: int, model: NRIModel, guide: NRIGuide, x: Tensor, device: torch.device | str
+) -> int:
+    """``requested``, or fewer trajectories where one batch's widest per-edge tensors (the
+    decoder's messages over all blocks, the encoder's edge activations) would exceed a
+    sixteenth of the device's memory: evaluation of large systems (N = 100 has 9,900 edges,
+    about 100 MB of messages per trajectory at hidden 256) without running out of memory."""
+    num_objects, num_frames = x.shape[1], x.shape[2]
+    edges = num_objects * (num_objects - 1)
+    messages = model.decoder.messages
+    kinds, _, hidden = messages.w1.shape
+    blocks = 1
+    if isinstance(model.decoder, MLPDecoder):  # every block of the trajectory advances at once
+        blocks = math.ceil((min(num_frames, guide.num_frames) - 1) / model.prediction_steps)
+    encoder_hidden = int(guide.spec["encoder"].get("hidden", 256))
+    per_trajectory = 4 * edges * max(
+        blocks * kinds * (hidden + messages.w2.shape[-1]), 4 * encoder_hidden
+    )
+    budget = recompute_threshold(torch.device(device)) // 4
+    return max(1, min(requested, budget // per_trajectory))
 
 
 def _batches(num: int, size: int) -> list[slice]:
@@ -109,6 +132,7 @@ def evaluate(
     rollout = MSEAccumulator()
     totals = {"nll": 0.0, "mse": 0.0, "elbo_loss": 0.0}
     count = x.shape[0]
+    batch_size = memory_safe_batch(batch_size, model, guide, x, device)
     variance = float(model.sigma) ** 2
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -332,6 +356,8 @@ class Trainer:
                 "graph.known.fraction reveals true edges in training, but the training data "
                 "have no graphs"
             )
+        if config.compile:
+            compile_modules(model), compile_modules(guide)
         self.loss_fn = objective(config.objective)(model, guide)
         self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr)
@@ -455,9 +481,8 @@ class Trainer:
         """One pass over shuffled minibatches; returns the mean loss per trajectory."""
         c = self.config
         num = self.train_x.shape[0]
-        order = torch.randperm(
-            num, generator=torch.Generator().manual_seed(c.seed * 100_003 + epoch)
-        )
+        generator = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        order = torch.randperm(num, generator=generator, device="cpu")
         weight = self.kl_weight(epoch)
         self.model.train()
         self.guide.train()

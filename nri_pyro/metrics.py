@@ -107,7 +107,7 @@ class EdgeAccumulator:
         _check_edges(probs, true_types)
         num_types = probs.shape[-1]
         if self._confusion is None:
-            self._confusion = torch.zeros(num_types, num_types, dtype=torch.long)
+            self._confusion = torch.zeros(num_types, num_types, dtype=torch.long, device="cpu")
         elif num_types != self._confusion.shape[0]:
             raise ValueError(
                 f"probs: expected K = {self._confusion.shape[0]} edge types as in earlier "
@@ -142,10 +142,11 @@ class EdgeAccumulator:
             )
         fixed = tuple(range(first_free))
         mappings = torch.tensor(
-            [fixed + p for p in itertools.permutations(range(first_free, num_types))]
+            [fixed + p for p in itertools.permutations(range(first_free, num_types))],
+            device=confusion.device,
         )
         # correct[m] = sum over predicted c of confusion[true = mapping[c], predicted = c]
-        correct = confusion[mappings, torch.arange(num_types)].sum(-1)
+        correct = confusion[mappings, torch.arange(num_types, device=confusion.device)].sum(-1)
         return tuple(int(t) for t in mappings[int(correct.argmax())])
 
     def accuracy(self, anchor_first: bool = False) -> float:
@@ -234,7 +235,7 @@ class MSEAccumulator:
         _check_rollout(predictions, target)
         num_steps = predictions.shape[2]
         if self._squared_error is None:
-            self._squared_error = torch.zeros(num_steps, dtype=torch.float64)
+            self._squared_error = torch.zeros(num_steps, dtype=torch.float64, device="cpu")
         elif num_steps != self._squared_error.shape[0]:
             raise ValueError(
                 f"predictions: expected S = {self._squared_error.shape[0]} steps as in earlier "

@@ -285,20 +285,22 @@ class EdgeLayout:
     """
 
     def __init__(self, num_objects: int, symmetric: bool, device: torch.device | str) -> None:
-        n = num_objects
-        receivers, senders = (~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)
-        edge_id = torch.full((n, n), -1, dtype=torch.long)
-        edge_id[receivers, senders] = torch.arange(n * (n - 1))
-        if symmetric:
-            low, high = torch.minimum(receivers, senders), torch.maximum(receivers, senders)
-            first, second = torch.triu_indices(n, n, offset=1)
-            slot_id = torch.full((n, n), -1, dtype=torch.long)
-            slot_id[first, second] = torch.arange(first.numel())
-            edge_slot = slot_id[low, high]
-            slot_edges = torch.stack([edge_id[first, second], edge_id[second, first]], dim=1)
-        else:
-            edge_slot = torch.arange(n * (n - 1))
-            slot_edges = edge_slot.unsqueeze(1).expand(-1, 2)
+        # Built on the CPU whatever torch's default device, then moved.
+        with torch.device("cpu"):
+            n = num_objects
+            receivers, senders = (~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)
+            edge_id = torch.full((n, n), -1, dtype=torch.long)
+            edge_id[receivers, senders] = torch.arange(n * (n - 1))
+            if symmetric:
+                low, high = torch.minimum(receivers, senders), torch.maximum(receivers, senders)
+                first, second = torch.triu_indices(n, n, offset=1)
+                slot_id = torch.full((n, n), -1, dtype=torch.long)
+                slot_id[first, second] = torch.arange(first.numel())
+                edge_slot = slot_id[low, high]
+                slot_edges = torch.stack([edge_id[first, second], edge_id[second, first]], dim=1)
+            else:
+                edge_slot = torch.arange(n * (n - 1))
+                slot_edges = edge_slot.unsqueeze(1).expand(-1, 2)
         self.num_objects, self.symmetric = n, symmetric
         self.num_edges = n * (n - 1)
         self.num_slots = slot_edges.shape[0]
@@ -421,7 +423,7 @@ class GraphStructure:
         """The spec's known adjacency as ordered edges: values, mask [E]."""
         assert self.adjacency is not None
         n = self.adjacency.shape[0]
-        off_diagonal = ~torch.eye(n, dtype=torch.bool)
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=self.adjacency.device)
         values = self.adjacency[off_diagonal]
         return values.clamp(min=0), values >= 0
 
@@ -461,7 +463,7 @@ class GraphStructure:
             return None
         layout = self.layout(num_objects, "cpu")
         generator = torch.Generator().manual_seed(self.seed)
-        revealed = torch.rand(num_trajectories, layout.num_slots, generator=generator)
+        revealed = torch.rand(num_trajectories, layout.num_slots, generator=generator, device="cpu")
         return layout.to_edges(revealed < self.fraction, dim=-1)
 
 

@@ -62,6 +62,9 @@ class TrainConfig:
     # "bfloat16": the encoder and decoder run under bf16 autocast in training steps (mixed
     # precision: parameters, likelihood and KL stay float32); evaluation is float32.
     precision: str = "float32"
+    # torch.compile the encoder and decoder (never Pyro's ELBO); off: it pays only on some
+    # devices and sizes (benchmarks/scale.py --compile measures it) and compiles for minutes.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

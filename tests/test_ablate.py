@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,7 @@ def test_a_study_runs_every_combination_reports_failures_and_resumes(tmp_path, d
     with (out / "runs.csv").open() as f:
         runs = list(csv.DictReader(f))
     assert [r["status"][:6] for r in runs] == ["ok", "failed"]
+    assert (Path(runs[0]["run"]) / "checkpoint_best.pt").exists()  # the run folder
     ok = json.loads((out / "runs" / "train.lr-0.001" / "seed0" / "result.json").read_text())
     for key in ("edge_accuracy", "edge_auroc", "mse_1", "mse_10", "mse_20", "elbo_loss",
                 "log_evidence", "pareto_k"):  # fmt: skip

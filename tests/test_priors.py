@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -227,7 +228,12 @@ COMBINATIONS = list(
 )
 
 
-def _steps_are_finite(device: torch.device, prior: str, structure: tuple, objective, hard: bool):
+def _steps_are_finite(
+    device: torch.device, prior: str, structure: tuple, objective, hard: bool,
+    within=contextlib.nullcontext,
+):  # fmt: skip
+    """Train 3 steps on ``device``, evaluate, draw importance weights: all finite. Our code
+    (not the optimiser's) runs inside ``within()``."""
     x, edges = _data()
     x, edges = x.to(device), edges.to(device)
     overrides = [*TINY, f"prior.name={prior}", f"guide.hard={str(hard).lower()}", *structure]
@@ -237,15 +243,17 @@ def _steps_are_finite(device: torch.device, prior: str, structure: tuple, object
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
     conditioned = {} if structure else {"edges": edges, "edge_mask": edges_to_mask(edges)}
     for _ in range(3):
-        loss = loss_fn(x, num_trajectories=100, **conditioned)
         optimizer.zero_grad()
-        loss.backward()
+        with within():
+            loss = loss_fn(x, num_trajectories=100, **conditioned)
+            loss.backward()
         optimizer.step()
         assert torch.isfinite(loss)
         assert all(torch.isfinite(p).all() for p in loss_fn.parameters())
-    metrics = evaluate(model, guide, x, edges, device=device)
+    with within():
+        metrics = evaluate(model, guide, x, edges, device=device)
+        weights = importance_log_weights(model, guide, x, num_samples=4, device=device)
     assert all(math.isfinite(metrics[k]) for k in ("nll", "elbo_loss", "edge_accuracy"))
-    weights = importance_log_weights(model, guide, x, num_samples=4, device=device)
     assert weights.shape == (6, 4) and torch.isfinite(weights).all()
 
 
@@ -266,6 +274,21 @@ def test_every_prior_trains_without_nan_on_the_cpu(prior, structure, objective, 
 def test_every_prior_trains_without_nan_on_cuda(prior, structure, hard):
     for objective in (pyro.infer.TraceMeanField_ELBO, pyro.infer.Trace_ELBO):
         _steps_are_finite(torch.device("cuda"), prior, structure, objective, hard)
+
+
+@pytest.mark.parametrize(("prior", "structure"), COMBINATIONS)
+def test_every_prior_makes_its_tensors_on_the_device_of_the_data(prior, structure):
+    """What a first run on CUDA would catch, caught on the CPU: with torch's default device
+    set to "meta", any tensor that model, guide, training or evaluation create without
+    following their input's device lands on "meta" and meets the CPU data in an error."""
+
+    def trap():
+        return torch.device("meta")
+
+    with trap():
+        assert torch.zeros(1).device.type == "meta"  # the trap is set
+    for objective in (pyro.infer.TraceMeanField_ELBO, pyro.infer.Trace_ELBO):
+        _steps_are_finite(torch.device("cpu"), prior, structure, objective, True, within=trap)
 
 
 # --- the held-out evidence estimator -----------------------------------------------------

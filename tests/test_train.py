@@ -189,3 +189,41 @@ def test_bfloat16_precision_runs_the_networks_in_bf16_and_keeps_float32_elsewher
         assert np.isfinite(nll)
         losses[precision] = nri.history[-1]["train_loss"]
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * abs(losses["float32"])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, on importing dynamo
+def test_train_compile_puts_the_encoder_and_decoder_through_torch_compile(small, monkeypatch):
+    """train.compile=true compiles the GNN modules (here with dynamo's eager backend: the
+    graph capture without inductor's minutes of code generation) and trains the same."""
+    from nri_pyro import infer
+    from nri_pyro.nn import compile_modules
+
+    compiled = []
+
+    def eager(module):
+        compiled.extend(compile_modules(module, backend="eager"))
+
+    monkeypatch.setattr(infer, "compile_modules", eager)
+    plain = NRI(overrides=TINY).fit(small["train"], epochs=2)
+    assert compiled == []
+    fast = NRI(overrides=[*TINY, "train.compile=true"]).fit(small["train"], epochs=2)
+    assert compiled == ["decoder", "encoder"]
+    assert fast.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"], 1e-4)
+
+
+def test_evaluation_batches_shrink_for_large_systems_only(monkeypatch):
+    """memory_safe_batch keeps the requested batch for small systems and lowers it where a
+    batch's per-edge tensors would exceed a sixteenth of the device's memory."""
+    from nri_pyro.api import build
+    from nri_pyro.infer import memory_safe_batch
+    from nri_pyro.nn import decoders
+
+    small_x, large_x = torch.zeros(2, 5, 49, 4), torch.zeros(2, 100, 49, 4)
+    model, guide = build(None, None, small_x)  # the paper's sizes: hidden 256
+    assert memory_safe_batch(256, model, guide, small_x, "cpu") == 256
+    # 100 objects: 9,900 edges x 5 blocks x (256 + 256) floats, ~101 MB per trajectory.
+    monkeypatch.setattr(decoders, "_device_memory", lambda device: 16 * 2**30)  # 16 GiB:
+    expected = 2**30 // (4 * 9900 * 5 * 512)  # 1 GiB of them: 10 trajectories
+    assert memory_safe_batch(256, model, guide, large_x, "cpu") == expected == 10
+    monkeypatch.setattr(decoders, "_device_memory", lambda device: 2**20)
+    assert memory_safe_batch(256, model, guide, large_x, "cpu") == 1  # never below one

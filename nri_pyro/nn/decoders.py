@@ -304,12 +304,8 @@ class RNNDecoder(nn.Module):
     """The reference recurrent decoder: messages between GRU hidden states, for non-Markovian
     data; supports burn-in (ground truth first, then its own predictions).
 
-    ``recompute_messages``: recompute each step's edge messages in the backward pass instead
-    of keeping them (activation checkpointing), which takes the memory of a training step
-    from O(E H) to O(N H) per step for one more message GEMM (about a quarter more time);
-    None (the default) does so when the messages one forward pass would keep exceed
-    ``recompute_threshold(device)``, a quarter of the device's memory (at batch 16 and
-    hidden 256 they take 1.6 MB per edge: 16 GB for 100 objects).
+    ``recompute_messages``: as for :class:`MLPDecoder` (activation checkpointing of the
+    edge messages; None decides by their size).
     """
 
     def __init__(
