@@ -85,8 +85,8 @@ def memory_safe_batch(
     if isinstance(model.decoder, MLPDecoder):  # every block of the trajectory advances at once
         blocks = math.ceil((min(num_frames, guide.num_frames) - 1) / model.prediction_steps)
     encoder_hidden = int(guide.spec["encoder"].get("hidden", 256))
-    per_trajectory = 4 * edges * max(
-        blocks * kinds * (hidden + messages.w2.shape[-1]), 4 * encoder_hidden
+    per_trajectory = (
+        4 * edges * max(blocks * kinds * (hidden + messages.w2.shape[-1]), 4 * encoder_hidden)
     )
     budget = recompute_threshold(torch.device(device)) // 4
     return max(1, min(requested, budget // per_trajectory))
