@@ -14,7 +14,7 @@ from nri_pyro.nn.graph import Graph
 
 # Recomputed messages are recomputed in chunks of at most about this many bytes (fewer
 # when the batch has fewer rows than that needs).
-RECOMPUTE_CHUNK_BYTES = 256 * 2**20
+RECOMPUTE_CHUNK_BYTES = 64 * 2**20
 
 
 class _TypedMLP(nn.Module):
