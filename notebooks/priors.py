@@ -65,7 +65,7 @@ print("smoke mode" if SMOKE else "full size", "| files in", WORK)
 # the sparse one 9%, the truth is 25%, and the Dirichlet prior has to find it out; and the
 # stiffer springs make the interactions visible enough for a few CPU minutes of training.
 # The ablation runs each training in a separate process, so the splits are written to a
-# dataset folder first (`save_dataset`). The study is sized to run in about six minutes on
+# dataset folder first (`save_dataset`). The study is sized to run in about four minutes on
 # one CPU thread: 800 training trajectories, a network of hidden size 64, 6 epochs at a
 # higher learning rate than the paper's. That is far less training than the paper's, so
 # read the absolute numbers as "a few minutes of CPU", and the comparison between priors

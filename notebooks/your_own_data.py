@@ -210,8 +210,8 @@ plots.plot_edge_probs(
 )
 
 # %% [markdown]
-# **Kuramoto is not learned at this budget.** After four epochs of 1,000 systems (about a
-# minute), the inferred couplings are no better than chance: accuracy 0.50, AUROC 0.52,
+# **Kuramoto is not learned at this budget.** After four epochs of 1,000 systems (about half
+# a minute), the inferred couplings are no better than chance: accuracy 0.50, AUROC 0.52,
 # direction accuracy 0.50, and an inferred density of 0.85 against a true 0.51. The
 # encoder has not found the graphs; it answers by position in the matrix (whole rows and
 # columns on or off, as in the figures). This is the data path working and the training
@@ -342,7 +342,7 @@ print(new_truth[0])
 # * **Kuramoto** (directed, the paper's features) is not learned in a minute of CPU:
 #   accuracy 0.50, AUROC 0.52, direction 0.50, chance level (see above).
 # * **The followers** (directed, your own simulator): after ten epochs of 2,000 systems
-#   (a little over two minutes), held-out accuracy 0.794, AUROC 0.879, inferred density
+#   (about a minute and a half), held-out accuracy 0.794, AUROC 0.879, inferred density
 #   0.571 against a true 0.503. Of the pairs coupled one way only, the model points the
 #   arrow the right way 86% of the time (chance: 50%): it tells who follows whom, not just
 #   who interacts. The validation accuracy was still rising (0.805 at epoch 10).
