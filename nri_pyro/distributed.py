@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -167,6 +166,7 @@ def broadcast(run: DataParallel | None, obj: Any) -> Any:
 
 
 def all_gather_strings(run: DataParallel, value: str) -> list[str]:
+    """Every process's ``value``, in rank order."""
     everyone: list[Any] = [None] * run.world_size
     dist.all_gather_object(everyone, value)
     return everyone
@@ -179,10 +179,6 @@ def sum_over_processes(run: DataParallel | None, value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=run.device)
     dist.all_reduce(t)
     return float(t)
-
-
-def settings_digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # --- what a training step of a data-parallel run shares --------------------------------
