@@ -187,35 +187,37 @@ class _Step:
     run: DataParallel
     global_batch: int
 
+    @property
+    def local_batch(self) -> int:
+        """This process's rows of the global batch (its ``DataParallel.shard``)."""
+        return len(range(self.run.rank, self.global_batch, self.run.world_size))
+
 
 _ACTIVE: _Step | None = None
 
 
 @contextlib.contextmanager
-def stepping(run: DataParallel | None, global_batch: int) -> Iterator[None]:
+def _activated(step: _Step | None) -> Iterator[None]:
+    global _ACTIVE
+    previous, _ACTIVE = _ACTIVE, step
+    try:
+        yield
+    finally:
+        _ACTIVE = previous
+
+
+def stepping(run: DataParallel | None, global_batch: int) -> contextlib.AbstractContextManager:
     """Within it, minibatch statistics and edge noise are those of the global batch of
     ``global_batch`` trajectories (nothing changes with ``run`` None)."""
-    global _ACTIVE
     if run is None:
-        yield
-        return
-    previous, _ACTIVE = _ACTIVE, _Step(run, global_batch)
-    try:
-        yield
-    finally:
-        _ACTIVE = previous
+        return contextlib.nullcontext()
+    return _activated(_Step(run, global_batch))
 
 
-@contextlib.contextmanager
-def paused() -> Iterator[None]:
+def paused() -> contextlib.AbstractContextManager:
     """Within it, a data-parallel step's statistics and noise are this process's own again:
     for values that are already the same in every process (a shared graph's sites)."""
-    global _ACTIVE
-    previous, _ACTIVE = _ACTIVE, None
-    try:
-        yield
-    finally:
-        _ACTIVE = previous
+    return _activated(None)
 
 
 def global_sum(t: Tensor) -> Tensor:
@@ -238,9 +240,10 @@ def global_count(local: int) -> int:
     """The global batch size of the active step, given this process's ``local`` size."""
     if _ACTIVE is None:
         return local
-    expected = len(range(_ACTIVE.run.rank, _ACTIVE.global_batch, _ACTIVE.run.world_size))
-    if local != expected:
-        raise RuntimeError(f"a data-parallel step expected {expected} local rows, got {local}")
+    if local != _ACTIVE.local_batch:
+        raise RuntimeError(
+            f"a data-parallel step expected {_ACTIVE.local_batch} local rows, got {local}"
+        )
     return _ACTIVE.global_batch
 
 
@@ -251,11 +254,9 @@ def local_rows(shape: torch.Size, draw) -> Tensor:
     step = _ACTIVE
     if step is None or len(shape) == 0:
         return draw(shape)
-    run = step.run
-    local = len(range(run.rank, step.global_batch, run.world_size))
-    if shape[0] != local:  # not per trajectory (a global latent): the same in every process
+    if shape[0] != step.local_batch:  # not per trajectory (a global latent): the same everywhere
         return draw(shape)
-    return draw((step.global_batch, *shape[1:]))[run.rank :: run.world_size]
+    return step.run.shard(draw((step.global_batch, *shape[1:])))
 
 
 def batch_norm(bn: nn.BatchNorm1d, h: Tensor) -> Tensor:
