@@ -79,14 +79,12 @@ def memory_safe_batch(
     about 100 MB of messages per trajectory at hidden 256) without running out of memory."""
     num_objects, num_frames = x.shape[1], x.shape[2]
     edges = num_objects * (num_objects - 1)
-    messages = model.decoder.messages
-    kinds, _, hidden = messages.w1.shape
     blocks = 1
     if isinstance(model.decoder, MLPDecoder):  # every block of the trajectory advances at once
         blocks = math.ceil((min(num_frames, guide.num_frames) - 1) / model.prediction_steps)
     encoder_hidden = int(guide.spec["encoder"].get("hidden", 256))
-    per_trajectory = (
-        4 * edges * max(blocks * kinds * (hidden + messages.w2.shape[-1]), 4 * encoder_hidden)
+    per_trajectory = edges * max(
+        blocks * model.decoder.messages.bytes_per_edge(), 4 * 4 * encoder_hidden
     )
     budget = recompute_threshold(torch.device(device)) // 4
     return max(1, min(requested, budget // per_trajectory))

@@ -55,11 +55,16 @@ class _TypedMLP(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
+    def bytes_per_edge(self, element_size: int = 4) -> int:
+        """Bytes of the activations one call makes per edge and state: both layers' outputs,
+        every type."""
+        num_types, _, n_hidden = self.w1.shape
+        return num_types * (n_hidden + self.w2.shape[-1]) * element_size
+
     def saved_bytes(self, x: Tensor, graph: Graph) -> int:
         """Bytes of the [..., E, H] activations one call keeps for the backward pass."""
-        num_types, _, n_hidden = self.w1.shape
-        rows = math.prod(x.shape[:-2]) * graph.num_edges * num_types
-        return rows * (n_hidden + self.w2.shape[-1]) * x.element_size()
+        states = math.prod(x.shape[:-2])
+        return states * graph.num_edges * self.bytes_per_edge(x.element_size())
 
     def forward(self, x: Tensor, weights: Tensor, graph: Graph, recompute: bool = False) -> Tensor:
         if not (recompute and torch.is_grad_enabled()):
