@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: the CUDA tests, every benchmark on --device cuda, and a short
 # full-scale training run (the paper's springs5 data and network), printing the figures.
-# Sized for under 8 minutes on one current GPU: each part has its own time limit (they add
-# up to 8 minutes) so that one slow part cannot eat the rest. After installing the project:
+# Sized for about 8 minutes on one current GPU: each part has its own time limit (they add
+# up to 8.5 minutes) so that one slow part cannot eat the rest. After installing the project:
 #
 #     bash benchmarks/gpu_check.sh [OUT]     # OUT: where data and runs go (default /tmp/nri-gpu)
 #
@@ -58,12 +58,12 @@ fi
 date -u +"%Y-%m-%d %H:%M UTC"
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 
-part 90 "CUDA tests" python -m pytest -q "${TESTS[@]}" tests
+part 75 "CUDA tests" python -m pytest -q "${TESTS[@]}" tests
 part 40 "simulators (sims/s, batched vs NumPy)" \
     python benchmarks/simulate.py --device "$DEV" "${SIM[@]}"
-part 50 "SVI step, paper's network (hidden 256, batch 128), ours vs dense" \
+part 80 "SVI step, paper's network (hidden 256, batch 128), ours vs dense" \
     python benchmarks/train_step.py --device "$DEV" "${STEP[@]}"
-part 90 "scale: N = 5 ... 100, batch 16, ours vs dense (and compiled)" \
+part 150 "scale: N = 5 ... 100, batch 16, ours vs dense (and compiled)" \
     python benchmarks/scale.py --device "$DEV" --batch 16 --memory-budget-gb 40 "${SCALE[@]}"
 part 45 "mixed precision: float32 vs bf16 autocast" \
     python benchmarks/precision.py --device "$DEV" "${PREC[@]}"
@@ -72,12 +72,12 @@ part 45 "mixed precision: float32 vs bf16 autocast" \
 part 30 "springs5 dataset (paper size)" \
     nri-pyro simulate springs --device "$DEV" --out "$OUT/springs5" --overwrite "${DATA[@]}"
 part 60 "full-scale training, 2 epochs on one device" \
-    nri-pyro train --model models/nri.yaml --guide guides/mlp.yaml --data "$OUT/springs5" \
+    nri-pyro train --preset springs5-paper --data "$OUT/springs5" \
     --device "$DEV" --epochs 2 --set train.progress=false "${TRAIN[@]}" --out "$OUT/run1-$$"
 if [ "$GPUS" -ge 2 ]; then
     part 60 "full-scale training, 2 epochs on two GPUs (torchrun, nccl)" \
         torchrun --standalone --nproc_per_node 2 -m nri_pyro.cli train \
-        --model models/nri.yaml --guide guides/mlp.yaml --data "$OUT/springs5" \
+        --preset springs5-paper --data "$OUT/springs5" \
         --device "$DEV" --epochs 2 --set train.progress=false "${TRAIN[@]}" --out "$OUT/run2-$$"
 fi
 

@@ -18,6 +18,7 @@ from nri_pyro.distributions import EdgeTypes
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
 from nri_pyro.predictive import posterior_predictive
+from nri_pyro.presets import Preset, load_preset, preset_names, simulate_preset
 from nri_pyro.priors import EdgePrior, GraphStructure, register_prior
 
 __all__ = [
@@ -28,17 +29,21 @@ __all__ = [
     "NRIGuide",
     "NRIModel",
     "Normalizer",
+    "Preset",
     "TrajectoryDataset",
     "__version__",
     "ablate",
     "build",
     "generate_dataset",
     "load_dataset",
+    "load_preset",
     "posterior_predictive",
+    "preset_names",
     "read_reference",
     "register_prior",
     "resolve_specs",
     "save_dataset",
     "simulate",
+    "simulate_preset",
     "write_reference",
 ]

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import yaml
 
+from nri_pyro.presets import Preset, load_preset, simulate_preset
 from nri_pyro.specs import parse_override
 
 # Held-out metrics in the table, in order: (key, label).
@@ -151,6 +152,7 @@ class Study:
         out: str | Path,
         vary: Sequence[str],
         *,
+        preset: str | Path | Preset | None = None,
         model_spec: str | Path | Mapping[str, Any] | None = None,
         guide_spec: str | Path | Mapping[str, Any] | None = None,
         seeds: int | Sequence[int] = 2,
@@ -193,6 +195,20 @@ class Study:
         self.data = None if data is None else Path(data)
         if self.data is not None and not self.data.exists():
             raise FileNotFoundError(f"dataset folder {self.data} does not exist")
+        if preset is not None and not isinstance(preset, Preset):
+            preset = load_preset(preset)
+        if preset is None and self.data is None:
+            raise ValueError("a study without a preset needs data: give data (--data)")
+        self.preset = preset
+        if preset is not None:
+            model_spec = preset.model if model_spec is None else model_spec
+            guide_spec = preset.guide if guide_spec is None else guide_spec
+            if self.data is not None:
+                from nri_pyro.data.io import load_dataset
+
+                train = load_dataset(self.data, splits=("train",))["train"]
+                preset.check_data(train, f"the data in {self.data}")
+        train_settings = {} if preset is None else preset.train
         resolve_device(device)
         # Every combination is resolved now: a key or value that does not fit is an error
         # before any run starts.
@@ -200,7 +216,7 @@ class Study:
         for variant in self.variants:
             try:
                 model, guide, train = resolve_specs(
-                    model_spec, guide_spec, [*overrides, *variant.overrides]
+                    model_spec, guide_spec, [*overrides, *variant.overrides], train_settings
                 )
             except ValueError as err:
                 raise ValueError(f"variant {variant.label}: {err}") from None
@@ -273,17 +289,17 @@ class Study:
     def _data(self, log: Callable[[str], None]) -> Path:
         if self.data is not None:
             return self.data
-        from nri_pyro.cli import ABLATE_DEFAULT_DATA, simulate_default
         from nri_pyro.data.io import save_dataset
 
+        assert self.preset is not None
         folder = self.out / "data"
         if not (folder / "meta.json").exists():
-            d = ABLATE_DEFAULT_DATA
+            d = self.preset.data
             log(
-                f"no data given: simulating {d['system']} with {d['num_objects']} objects "
-                f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
+                f"no data given: simulating preset {self.preset.name}'s {d['system']} with "
+                f"{d['objects']} objects ({d['train']} / {d['valid']} / {d['test']}) into {folder}"
             )
-            save_dataset(folder, simulate_default(d), overwrite=True)
+            save_dataset(folder, simulate_preset(self.preset), overwrite=True)
         return folder
 
     def _run_one(self, variant: Variant, seed: int, data: Path, threads: int) -> str:
@@ -465,6 +481,7 @@ def ablate(
     vary: Sequence[str],
     *,
     out: str | Path,
+    preset: str | Path | Preset | None = None,
     model_spec: str | Path | Mapping[str, Any] | None = None,
     guide_spec: str | Path | Mapping[str, Any] | None = None,
     seeds: int | Sequence[int] = 2,
@@ -478,12 +495,15 @@ def ablate(
     imports: Sequence[str] = (),
     log: Callable[[str], None] | None = print,
 ) -> AblationResult:
-    """Run (or resume) a study and return its table; see the module docstring."""
+    """Run (or resume) a study and return its table; see the module docstring.
+
+    ``preset`` gives the specs, training settings and (without ``data``) the data that every
+    run starts from; without one, the spec files and the paper's recipe on ``data``."""
     overrides = list(overrides)
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
     study = Study(
-        out, vary, model_spec=model_spec, guide_spec=guide_spec, seeds=seeds,
+        out, vary, preset=preset, model_spec=model_spec, guide_spec=guide_spec, seeds=seeds,
         overrides=overrides, data=data, device=device, jobs=jobs,
         evidence_samples=evidence_samples, threads=threads, imports=imports,
     )  # fmt: skip

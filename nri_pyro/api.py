@@ -3,7 +3,8 @@
 The model and guide stay plain Pyro programs (``nri.model``, ``nri.guide``); this class
 only wires data, normalisation and training together::
 
-    nri = NRI(overrides=["decoder.hidden=64"]).fit(splits["train"], splits["valid"], epochs=20)
+    splits = simulate_preset("springs5-quick")
+    nri = NRI(preset="springs5-quick").fit(splits["train"], splits["valid"])
     probs = nri.infer_edges(splits["test"])      # [S, E, K]
     print(nri.evaluate(splits["test"]))
 """
@@ -34,9 +35,11 @@ from nri_pyro.infer import (
 )
 from nri_pyro.model import NRIModel
 from nri_pyro.nn import edges_to_adjacency
+from nri_pyro.presets import Preset, load_preset
 from nri_pyro.specs import (
     TrainConfig,
     apply_overrides,
+    find_spec,
     load_yaml,
     resolve_guide_spec,
     resolve_model_spec,
@@ -52,8 +55,11 @@ def resolve_specs(
     overrides: Iterable[str] = (),
     train: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], TrainConfig]:
-    """Model spec, guide spec and training settings, with ``key=value`` overrides applied."""
-    model, guide = load_yaml(model_spec), load_yaml(guide_spec)
+    """Model spec, guide spec and training settings, with ``key=value`` overrides applied.
+
+    A spec is a mapping, a path, or the name of a shipped spec (``nri_sparse``, ``cnn``)."""
+    model = {} if model_spec is None else load_yaml(find_spec("model", model_spec))
+    guide = {} if guide_spec is None else load_yaml(find_spec("guide", guide_spec))
     train_settings = dict(train or {})
     apply_overrides(model, guide, train_settings, overrides)
     return (
@@ -84,10 +90,20 @@ class NRI:
         model_spec: SpecLike = None,
         guide_spec: SpecLike = None,
         *,
+        preset: str | Path | Preset | None = None,
         overrides: Iterable[str] = (),
         device: str | torch.device = "cpu",
         **train_settings: Any,
     ) -> None:
+        """``preset`` (a name such as ``"charged5"``, a path, or a :class:`Preset`) gives the
+        specs and training settings; ``model_spec`` / ``guide_spec`` replace its specs, and
+        ``overrides`` and keyword training settings (``epochs=20``) change its values.
+        Without a preset: the spec files (default the paper's) and the paper's recipe."""
+        self.preset = None if preset is None else _as_preset(preset)
+        if self.preset is not None:
+            model_spec = self.preset.model if model_spec is None else model_spec
+            guide_spec = self.preset.guide if guide_spec is None else guide_spec
+            train_settings = {**self.preset.train, **train_settings}
         self.model_spec, self.guide_spec, self.config = resolve_specs(
             model_spec, guide_spec, overrides, train_settings
         )
@@ -118,6 +134,8 @@ class NRI:
         """
         if epochs is not None:
             self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
+        if self.preset is not None:
+            self.preset.check_data(train, "the training data")
         self.normalizer = normalizer_for(train)
         train_xy = prepare(train, self.normalizer)
         valid_xy = None if valid is None else prepare(valid, self.normalizer)
@@ -130,6 +148,8 @@ class NRI:
         guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
         self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
+        if self.preset is not None:
+            self.data_info["preset"] = self.preset.name
         trainer = Trainer(
             self.model, self.guide, train_xy, valid_xy, self.config,
             normalizer=self.normalizer, run_dir=out, device=self.device,
@@ -232,6 +252,7 @@ class NRI:
         nri = cls.__new__(cls)
         nri.device = resolve_device(device)
         nri.history = []
+        nri.preset = None
         nri._load_state(state)
         return nri
 
@@ -241,6 +262,10 @@ class NRI:
         self.normalizer = Normalizer.from_dict(state["normalization"])
         self.data_info = dict(state["data"])
         self.model, self.guide = build_from_checkpoint(state, self.device)
+
+
+def _as_preset(preset: str | Path | Preset) -> Preset:
+    return preset if isinstance(preset, Preset) else load_preset(preset)
 
 
 def _check_compatible(train: TrajectoryDataset, other: TrajectoryDataset) -> None:

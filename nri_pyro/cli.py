@@ -15,6 +15,14 @@ import torch
 from nri_pyro.data.simulate import generate_dataset
 from nri_pyro.data.systems import SYSTEMS, get_system
 from nri_pyro.distributed import DistributedError
+from nri_pyro.presets import (
+    ABLATE_DEFAULT_PRESET,
+    DEFAULT_PRESET,
+    Preset,
+    load_preset,
+    preset_names,
+    simulate_preset,
+)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -110,81 +118,80 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-# The main job's embedded default: a springs set and a network sized for a laptop CPU.
-DEFAULT_DATA = {"system": "springs", "num_objects": 5, "train": 8000, "valid": 500, "test": 1000}
-DEFAULT_OVERRIDES = [
-    "decoder.msg_hidden=64",
-    "decoder.msg_out=64",
-    "decoder.hidden=64",
-    "guide.encoder.hidden=64",
-    "train.lr=0.001",
-    "train.batch_size=32",
-    "train.lr_decay_every=15",
-]
-DEFAULT_EPOCHS = 20
-# `nri-pyro ablate` without --data: a smaller springs set, so that a study of a few priors
-# and seeds fits in minutes on a CPU.
-ABLATE_DEFAULT_DATA = {"system": "springs", "num_objects": 5, "train": 2000, "valid": 500,
-                       "test": 500}  # fmt: skip
-ABLATE_DEFAULT_EPOCHS = 12
-ABLATE_DEFAULT_OVERRIDES = [
-    *(o for o in DEFAULT_OVERRIDES if not o.startswith(("train.lr=", "train.lr_decay_every="))),
-    "train.lr=0.003",  # a small network learns much faster at 3e-3 than at 1e-3
-    "train.lr_decay_every=8",
-]
-
-
-def simulate_default(d: dict) -> dict:
-    """The splits of an embedded default dataset (DEFAULT_DATA, ABLATE_DEFAULT_DATA): seed 0,
-    the paper's 49 frames (99 for test)."""
-    from nri_pyro.data.simulate import simulate
-
-    return {
-        split: simulate(d["system"], d[split], d["num_objects"], seed=0, split=split,
-                        num_frames=49 if split != "test" else 99)
-        for split in ("train", "valid", "test")
-    }  # fmt: skip
-
-
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     """Options that train and ablate share."""
-    p.add_argument("--model", help="model spec (YAML); default: the paper's (models/nri.yaml)")
-    p.add_argument("--guide", help="guide spec (YAML); default: MLP encoder (guides/mlp.yaml)")
-    p.add_argument("--data", help="dataset folder (native or reference .npy layout)")
+    p.add_argument(
+        "--preset",
+        help="a named recipe of data, specs and training settings (shipped: "
+        f"{', '.join(preset_names())}), a preset file, or 'none' for the spec files and the "
+        "paper's recipe alone (then --data is needed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", help="model spec, a shipped name (nri, nri_sparse, ...) or a YAML file: "
+        "replaces the preset's model spec",
+    )  # fmt: skip
+    p.add_argument(
+        "--guide", help="guide spec, a shipped name (mlp, cnn) or a YAML file: replaces the "
+        "preset's guide spec",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", help="dataset folder (native or reference .npy layout); default: simulate "
+        "the preset's data",
+    )  # fmt: skip
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="override a spec value: prior.name=sparse, decoder.hidden=64, "
         "guide.temperature=0.5, train.lr=1e-3 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--epochs", type=int, help="epochs (default: the spec's, 500)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
-def _overrides(args: argparse.Namespace, defaults: list[str], epochs: int) -> list[str]:
-    """--set values, preceded by the laptop-sized defaults when no data or spec is given."""
+def _preset(args: argparse.Namespace, default: str) -> Preset | None:
+    """The preset the options name (``default`` when none), or None for --preset none."""
+    name = args.preset or default
+    if name == "none":
+        if args.data is None:
+            raise ValueError("--preset none trains on --data alone: give --data")
+        return None
+    return load_preset(name)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set values, then --seed and --epochs (which win)."""
     overrides = list(args.overrides)
     if getattr(args, "seed", None) is not None:
         overrides.append(f"train.seed={args.seed}")
-    if args.data is None and args.model is None and args.guide is None:
-        overrides = defaults + overrides
-        if args.epochs is None:
-            overrides.append(f"train.epochs={epochs}")
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     return overrides
 
 
+def _describe(preset: Preset | None, args: argparse.Namespace) -> str:
+    """What a run uses, in one line: its preset (or none), spec files and data."""
+    parts = ["no preset" if preset is None else preset.describe()]
+    for kind in ("model", "guide"):
+        given = getattr(args, kind)
+        if given is not None:
+            parts.append(f"--{kind} {given} replaces the preset's {kind} spec")
+    if args.data is not None:
+        parts.append(f"data from {args.data}")
+    if args.overrides:
+        parts.append(f"--set {' '.join(args.overrides)}")
+    return "; ".join(parts)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train NRI with SVI (no arguments: a small springs run sized for a CPU)",
-        description="Train the Pyro NRI model and guide. Without --data, simulates a small "
-        "springs dataset (5 objects, {train:,} / {valid:,} / {test:,} trajectories) and, "
-        "unless --model or --guide is given, trains a network of hidden size 64 sized for a "
-        "CPU; --set and --epochs still apply.".format(**DEFAULT_DATA),
+        help=f"train NRI with SVI (no arguments: --preset {DEFAULT_PRESET}, sized for a CPU)",
+        description="Train the Pyro NRI model and guide on a preset's data (simulated) or on "
+        f"--data. Without --preset: {DEFAULT_PRESET} (springs, 5 objects, a network sized "
+        "for a CPU). --model and --guide replace the preset's specs; --set, --epochs and "
+        "--seed change its values. The first line printed says what the run uses.",
     )
     _add_spec_options(p)
-    p.add_argument("--out", help="run folder (default runs/<data>-<time>)")
+    p.add_argument("--out", help="run folder (default runs/<preset or data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, help="training seed (train.seed)")
     p.add_argument(
@@ -197,36 +204,38 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from nri_pyro import distributed
-    from nri_pyro.api import NRI, resolve_specs
+    from nri_pyro.api import NRI
     from nri_pyro.data.io import load_dataset
     from nri_pyro.data.simulate import resolve_device
 
-    overrides = _overrides(args, DEFAULT_OVERRIDES, DEFAULT_EPOCHS)
+    started = time.perf_counter()
     # Everything is checked before any data are made or read.
-    resolve_specs(args.model, args.guide, overrides)
+    preset = _preset(args, DEFAULT_PRESET)
+    overrides = _overrides(args)
     device = resolve_device(args.device)
+    nri = NRI(args.model, args.guide, preset=preset, overrides=overrides, device=device)
     # Under torchrun: join the other processes (each trains on its shard of every batch).
     run = distributed.from_environment(device, timeout_s=args.dist_timeout)
     if run is not None:
         device = run.device
+    nri.device = device
     say = print if run is None or run.is_main else (lambda *_: None)  # rank 0 speaks
+    say(_describe(preset, args))
     if args.data is None:
-        d = DEFAULT_DATA
-        say(
-            f"no --data: simulating {d['system']} with {d['num_objects']} objects "
-            f"({d['train']} / {d['valid']} / {d['test']} trajectories)"
-        )
-        splits = simulate_default(d)
-        name = "springs5-default"
+        assert preset is not None
+        splits = simulate_preset(preset)
+        name = preset.name
     else:
         splits = load_dataset(args.data)
         name = Path(args.data).name
-    if "train" not in splits:
-        raise ValueError(f"{args.data} has no training split")
+        if "train" not in splits:
+            raise ValueError(f"{args.data} has no training split")
+        if preset is not None:
+            preset.check_data(splits["train"], f"the data in {args.data}")
+    data_seconds = time.perf_counter() - started
     # Rank 0's default folder name (its clock) for every process.
     out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast(run, out))
-    nri = NRI(args.model, args.guide, overrides=overrides, device=device)
     where = str(device) if run is None else f"{run.world_size} processes ({run.backend})"
     say(f"training {out} on {where}: {nri.config.epochs} epochs")
     try:
@@ -237,14 +246,16 @@ def _run_train(args: argparse.Namespace) -> int:
             distributed.finish()
     if run is not None and not run.is_main:
         return 0
-    summary: dict = {"run": str(out)}
+    summary: dict = {"run": str(out), "preset": None if preset is None else preset.name}
     held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
     if held_out is not None:
         summary[held_out] = nri.evaluate(splits[held_out])
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        metrics = summary[held_out]
-        if "edge_accuracy" in metrics:
-            print(f"held-out ({held_out}) edge accuracy: {metrics['edge_accuracy']:.4f}")
+    summary["seconds"] = {
+        "data": round(data_seconds, 2), "total": round(time.perf_counter() - started, 2)
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if held_out is not None and "edge_accuracy" in summary[held_out]:
+        print(f"held-out ({held_out}) edge accuracy: {summary[held_out]['edge_accuracy']:.4f}")
     print(f"run saved in {out}")
     return 0
 
@@ -257,9 +268,10 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
         "each run on held-out data (edge accuracy, AUROC, density, rollout MSE, -ELBO, log "
         "evidence by importance sampling with Pareto k) and write a table (markdown and "
         "CSV) and figures. Finished runs are skipped when the command runs again; failed "
-        "runs are reported, not dropped. Without --data, simulates springs with 5 objects "
-        "({train:,} / {valid:,} / {test:,}) and, unless --model or --guide is given, uses "
-        "the laptop-sized network of `train`.".format(**ABLATE_DEFAULT_DATA),
+        f"runs are reported, not dropped. Without --preset: {ABLATE_DEFAULT_PRESET} (springs "
+        "with 5 objects, 2,000 training trajectories and a small network, so that a study of "
+        "a few variants and seeds fits in minutes on a CPU); without --data, the preset's "
+        "data are simulated once and shared by every run.",
     )
     _add_spec_options(p)
     p.add_argument(
@@ -285,11 +297,13 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 def _run_ablate(args: argparse.Namespace) -> int:
     from nri_pyro.ablate import Study
 
-    overrides = _overrides(args, ABLATE_DEFAULT_OVERRIDES, ABLATE_DEFAULT_EPOCHS)
+    preset = _preset(args, ABLATE_DEFAULT_PRESET)
+    print(_describe(preset, args))
     out = Path(args.out or f"studies/{time.strftime('%Y%m%d-%H%M%S')}")
     study = Study(
-        out, args.vary, model_spec=args.model, guide_spec=args.guide, seeds=args.seeds,
-        overrides=overrides, data=args.data, device=args.device, jobs=args.jobs,
+        out, args.vary, preset=preset, model_spec=args.model, guide_spec=args.guide,
+        seeds=args.seeds, overrides=_overrides(args), data=args.data, device=args.device,
+        jobs=args.jobs,
         evidence_samples=args.evidence_samples, threads=args.threads, imports=args.imports,
     )  # fmt: skip
     result = study.run()

@@ -131,7 +131,7 @@ def evaluate(
     totals = {"nll": 0.0, "mse": 0.0, "elbo_loss": 0.0}
     count = x.shape[0]
     batch_size = memory_safe_batch(batch_size, model, guide, x, device)
-    variance = float(model.sigma) ** 2
+    variance = model.sigma.detach().square()  # a scalar, or [D] per feature
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
@@ -142,7 +142,7 @@ def evaluate(
             xt = xb[:, :, :frames]
             z = guide.sample_edges(xb)
             err = (model.predict(xt, z) - xt[:, :, 1:]).square()
-            totals["nll"] += float(err.sum()) / (2 * variance) / xt.shape[1]
+            totals["nll"] += float((err / (2 * variance.to(err))).sum()) / xt.shape[1]
             totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
             totals["elbo_loss"] += elbo.loss(model, guide, xt)
             if _has_rollout(xb):
@@ -492,7 +492,8 @@ class Trainer:
         bar = tqdm(
             batches,
             desc=f"epoch {epoch + 1}/{c.epochs}",
-            disable=not (c.progress and self.writes),
+            # None: a bar on a terminal only, never carriage returns in a log file
+            disable=None if c.progress and self.writes else True,
             leave=False,
         )
         for batch in bar:

@@ -6,6 +6,11 @@ For each trajectory b in a plate over trajectories:
     z_b ~ EdgePrior(pi)                              (relaxed one-hot, [E, K])
     x_b[:, t+1] ~ Normal(decoder(x_b, z_b)[t], sigma)   for t = 0 .. T-2
 
+sigma is fixed (the paper's variance 5e-5) or learned (``likelihood.learn_variance``), one
+for all features or, with ``likelihood.per_feature``, one per feature: a feature the
+decoder cannot predict well (Kuramoto's sin phi between frames) then gets a broad
+likelihood of its own instead of drowning the others' gradients.
+
 The decoder passes messages only along the sampled edges and follows NRI's multi-step
 scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
 The spec's ``graph:`` section changes the latent's shape (:mod:`nri_pyro.priors`): with
@@ -104,14 +109,18 @@ class NRIModel(PyroModule):
         )
         self.prior = build_prior(spec["prior"], self.num_edge_types)
         self.structure = GraphStructure(spec.get("graph"), self.num_edge_types)
-        log_sigma = torch.tensor(0.5 * math.log(spec["likelihood"]["variance"]))
-        if spec["likelihood"]["learn_variance"]:
+        likelihood = spec["likelihood"]
+        log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"]))
+        if likelihood.get("per_feature", False):  # one noise scale per feature: [D]
+            log_sigma = log_sigma.expand(num_features).clone()
+        if likelihood["learn_variance"]:
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
 
     @property
     def sigma(self) -> Tensor:
+        """The likelihood's standard deviation: a scalar, or [D] with ``per_feature``."""
         return self.log_sigma.exp()
 
     def predict(self, x: Tensor, z: Tensor) -> Tensor:

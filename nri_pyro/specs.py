@@ -13,6 +13,7 @@ import copy
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ FROM_DATA = {"num_features", "num_frames", "num_edge_types", "self"}
 MODEL_DEFAULTS: dict[str, Any] = {
     "edge_types": 2,
     "decoder": {"name": "mlp", "prediction_steps": 10},
-    "likelihood": {"variance": 5e-5, "learn_variance": False},
+    "likelihood": {"variance": 5e-5, "learn_variance": False, "per_feature": False},
     "prior": {"name": "uniform"},
     "graph": dict(GRAPH_DEFAULTS),
 }
@@ -112,6 +113,35 @@ PRECISIONS = ("float32", "bfloat16")
 SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse": False}
 
 
+SPEC_KINDS = {"model": "models", "guide": "guides"}
+
+
+def spec_folder(kind: str) -> Path:
+    """Where the shipped spec files of ``kind`` ("model" or "guide") are."""
+    return Path(str(resources.files("nri_pyro") / "configs" / SPEC_KINDS[kind]))
+
+
+def spec_names(kind: str) -> list[str]:
+    return sorted(p.stem for p in spec_folder(kind).glob("*.yaml"))
+
+
+def find_spec(kind: str, spec: str | Path | Mapping[str, Any]) -> Path | Mapping[str, Any]:
+    """A spec as given (a mapping, or a path that exists), else the shipped spec of that name
+    (``nri_sparse``, ``cnn``); a clear error lists the shipped ones."""
+    if isinstance(spec, Mapping):
+        return spec
+    path = Path(spec)
+    if path.exists():
+        return path
+    shipped = spec_folder(kind) / f"{path.stem if path.suffix in ('.yaml', '.yml') else spec}.yaml"
+    if path.parent == Path(".") and shipped.exists():
+        return shipped
+    raise FileNotFoundError(
+        f"{kind} spec {str(spec)!r} is neither a file nor a shipped spec; shipped {kind} "
+        f"specs: {', '.join(spec_names(kind))}"
+    )
+
+
 def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """A spec from a YAML file (or a dict, or nothing)."""
     if path is None:
@@ -130,7 +160,7 @@ def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     return _number(data)
 
 
-def _merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+def merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(defaults))
     for key, value in spec.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
@@ -138,7 +168,7 @@ def _merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, An
             if "name" in value and value["name"] != out[key].get("name"):
                 out[key] = copy.deepcopy(dict(value))
             else:
-                out[key] = _merge(out[key], value)
+                out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -176,14 +206,20 @@ def _check_keys(where: str, spec: Mapping[str, Any], defaults: Mapping[str, Any]
 def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Model spec merged with defaults and checked: unknown keys and names are errors."""
     _check_keys("model spec", spec, MODEL_DEFAULTS)
-    resolved = _merge(MODEL_DEFAULTS, spec)
+    resolved = merge(MODEL_DEFAULTS, spec)
     _check_component("decoder", resolved["decoder"], DECODERS, DECODER_SCHEME_KEYS)
     _check_keys("model spec's likelihood", resolved["likelihood"], MODEL_DEFAULTS["likelihood"])
     k = resolved["edge_types"]
     if not isinstance(k, int) or k < 2:
         raise ValueError(f"edge_types must be an integer >= 2, got {k!r}")
-    if not resolved["likelihood"]["variance"] > 0:
-        raise ValueError("likelihood.variance must be positive")
+    variance = resolved["likelihood"]["variance"]
+    if isinstance(variance, bool) or not isinstance(variance, (int, float)) or not variance > 0:
+        raise ValueError(f"likelihood.variance must be a positive number, got {variance!r}")
+    for key in ("learn_variance", "per_feature"):
+        if not isinstance(resolved["likelihood"][key], bool):
+            raise ValueError(
+                f"likelihood.{key} must be true or false, got {resolved['likelihood'][key]!r}"
+            )
     steps = resolved["decoder"].get("prediction_steps", 10)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")
@@ -195,7 +231,7 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Guide spec merged with defaults and checked."""
     _check_keys("guide spec", spec, GUIDE_DEFAULTS)
-    resolved = _merge(GUIDE_DEFAULTS, spec)
+    resolved = merge(GUIDE_DEFAULTS, spec)
     _check_component("encoder", resolved["encoder"], ENCODERS)
     if not resolved["temperature"] > 0:
         raise ValueError(f"temperature must be positive, got {resolved['temperature']!r}")

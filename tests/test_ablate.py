@@ -81,8 +81,8 @@ def test_a_study_runs_every_combination_reports_failures_and_resumes(tmp_path, d
     assert (out / "figures" / "against_train.lr.png").exists()
     capsys.readouterr()
     # Again: the finished run is skipped, the failed one is tried again.
-    result = ablate(["train.lr=0.001,1e30"], out=out, data=data, seeds=1, epochs=1,
-                    overrides=TINY, evidence_samples=32)  # fmt: skip
+    result = ablate(["train.lr=0.001,1e30"], out=out, preset="springs5-quick", data=data,
+                    seeds=1, epochs=1, overrides=TINY, evidence_samples=32)  # fmt: skip
     log = capsys.readouterr().out
     assert "1 finished before, 1 to run" in log
     assert [row["runs"] for row in result.variants] == [1, 0]

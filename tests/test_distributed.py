@@ -16,6 +16,7 @@ from nri_pyro.infer import load_checkpoint
 
 # A tiny network; 48 trajectories at batch 12 (4 steps an epoch), 2 epochs.
 SETTINGS = [
+    "--preset", "none",
     "--set", "decoder.msg_hidden=16", "--set", "decoder.msg_out=16", "--set", "decoder.hidden=16",
     "--set", "guide.encoder.hidden=16", "--set", "train.batch_size=12", "--set", "train.lr=1e-2",
     "--set", "train.progress=false", "--epochs", "2",

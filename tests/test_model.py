@@ -194,3 +194,31 @@ def test_committed_specs_hold_the_papers_settings():
     assert (train.lr, train.batch_size, train.epochs, train.lr_decay_every) == (5e-4, 128, 500, 200)
     for spec in ("models/nri_rnn.yaml",):
         resolve_specs(root / spec, root / "guides/cnn.yaml")
+
+
+def test_a_per_feature_variance_is_learned_for_each_feature_and_evaluated_as_such():
+    from nri_pyro.infer import evaluate
+
+    over = ["likelihood.learn_variance=true", "likelihood.per_feature=true"]
+    x, model, guide = _setup(overrides=over)
+    assert model.sigma.shape == (4,) and torch.allclose(model.sigma, torch.full((4,), 5e-5**0.5))
+    # The likelihood of each feature has its own scale: the model's log density is the sum of
+    # per-feature Normal terms with the per-feature sigma.
+    with torch.no_grad():
+        model.log_sigma.copy_(torch.tensor([-1.0, -2.0, -3.0, -4.0]))
+    trace = poutine.trace(poutine.replay(model, trace=poutine.trace(guide).get_trace(x))).get_trace(
+        x
+    )
+    site = trace.nodes["x"]
+    loc = site["fn"].base_dist.loc
+    expected = torch.distributions.Normal(loc, torch.tensor([-1.0, -2.0, -3.0, -4.0]).exp())
+    assert torch.allclose(
+        site["fn"].log_prob(x[:, :, 1:]), expected.log_prob(x[:, :, 1:]).sum((1, 2, 3))
+    )
+    loss = pyro.infer.TraceMeanField_ELBO().differentiable_loss(model, guide, x)
+    loss.backward()
+    assert model.log_sigma.grad.shape == (4,) and (model.log_sigma.grad != 0).all()
+    metrics = evaluate(model, guide, x)
+    assert math.isfinite(metrics["nll"])
+    with pytest.raises(ValueError, match=r"likelihood\.per_feature must be true or false"):
+        _setup(overrides=["likelihood.per_feature=3"])
