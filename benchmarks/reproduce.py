@@ -5,8 +5,9 @@
     python benchmarks/reproduce.py charged5-paper --device cuda --out reproduce-gpu
 
 Each (preset, seed) is one `nri-pyro train --preset P --seed S` run in its own process and
-folder, OUT/P/seedS, timed from start to finish (simulation, training and evaluation on the
-preset's held-out test split, with the paper's protocol: best relabelling of edge types,
+folder, OUT/P/seedS (S is the training seed: every seed trains on the preset's data, drawn
+with its data.seed), timed from start to finish: simulation, training and evaluation on the
+preset's held-out test split with the paper's protocol (best relabelling of edge types,
 weighted by sample; rollout MSE after 1, 10 and 20 steps from frame 49 of the 99-frame test
 trajectories). A finished run is reused when the command runs again, so the table can be
 built over several sittings; an interrupted run resumes from its last checkpoint. Each run
@@ -154,7 +155,7 @@ def markdown(rows: list[dict]) -> str:
         std = "" if math.isnan(r["edge_acc_std"]) else f" ± {r['edge_acc_std']:.3f}"
         paper_mse = (
             "" if math.isnan(r["paper_mse_1"])
-            else "; " + " / ".join(f"{r[f'paper_mse_{k}']:.2g}" for k in (1, 10, 20))
+            else "; " + " / ".join(f"{r[f'paper_mse_{k}']:.3g}" for k in (1, 10, 20))
         )  # fmt: skip
         lines.append(
             f"| {r['preset']} | {r['system']} | {r['objects']} | {r['seeds']} | "

@@ -55,9 +55,10 @@ def test_every_system_and_size_has_a_cpu_and_a_paper_preset():
 
 def test_a_preset_holds_only_its_changes_and_inherits_the_rest():
     springs5, springs10 = load_preset("springs5"), load_preset("springs10")
-    assert springs10.num_objects == 10
-    assert springs10.model == springs5.model and springs10.train == springs5.train
-    assert springs10.data["train"] == springs5.data["train"]
+    assert springs10.num_objects == 10 and springs10.data["train"] == 10_000
+    assert springs10.model == springs5.model and springs10.guide == springs5.guide
+    assert springs10.train == {**springs5.train, "epochs": 30, "lr_decay_every": 10}
+    assert springs10.data["valid"] == springs5.data["valid"]
 
 
 def test_the_main_job_is_exactly_the_springs5_preset(capsys, monkeypatch):
