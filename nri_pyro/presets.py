@@ -31,13 +31,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.data.systems import get_system
 from nri_pyro.specs import (
+    config_folder,
     find_spec,
     load_yaml,
     merge,
@@ -52,13 +52,11 @@ PRESET_KEYS = ("base", "data", "model", "guide", "train")
 DATA_KEYS = ("system", "objects", "train", "valid", "test", "frames", "test_frames",
              "params", "seed")  # fmt: skip
 DATA_DEFAULTS: dict[str, Any] = {"params": {}, "seed": 0, "frames": None, "test_frames": None}
-# The paper's sizes: what a -paper preset simulates.
-PAPER_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
 
 
 def preset_folder() -> Path:
     """Where the shipped presets are (inside the installed package)."""
-    return Path(str(resources.files("nri_pyro") / "configs" / "presets"))
+    return config_folder("presets")
 
 
 def preset_names() -> list[str]:

@@ -116,9 +116,14 @@ SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse"
 SPEC_KINDS = {"model": "models", "guide": "guides"}
 
 
+def config_folder(name: str) -> Path:
+    """A folder of shipped YAML files (models, guides, presets), inside the installed package."""
+    return Path(str(resources.files("nri_pyro") / "configs" / name))
+
+
 def spec_folder(kind: str) -> Path:
     """Where the shipped spec files of ``kind`` ("model" or "guide") are."""
-    return Path(str(resources.files("nri_pyro") / "configs" / SPEC_KINDS[kind]))
+    return config_folder(SPEC_KINDS[kind])
 
 
 def spec_names(kind: str) -> list[str]:
