@@ -21,10 +21,11 @@ import time
 import torch
 
 from nri_pyro.api import NRI
+from nri_pyro.evaluation import evaluate, normalizer_for, prepare
 from nri_pyro.guide import NRIGuide
-from nri_pyro.infer import Trainer, evaluate, normalizer_for, prepare
 from nri_pyro.model import NRIModel
 from nri_pyro.presets import load_preset, simulate_preset
+from nri_pyro.training import Trainer
 
 
 def main() -> int:
@@ -53,7 +54,7 @@ def main() -> int:
     torch.manual_seed(nri.config.seed)
     model = NRIModel(nri.model_spec, x.shape[3])
     guide = NRIGuide.for_model(nri.guide_spec, model, x.shape[2], x.shape[1])
-    trainer = Trainer(model, guide, train, valid, nri.config, normalizer=normalizer, log=None)
+    trainer = Trainer(model, guide, train, valid, nri.config, normalizer=normalizer)
     print(f"# {args.tag} {preset.describe()}; --set {' '.join(args.overrides)}", flush=True)
     for epoch in range(nri.config.epochs):
         loss = trainer.train_epoch(epoch)

@@ -10,9 +10,10 @@ with its data.seed), timed from start to finish: simulation, training and evalua
 preset's held-out test split with the paper's protocol (best relabelling of edge types,
 weighted by sample; rollout MSE after 1, 10 and 20 steps from frame 49 of the 99-frame test
 trajectories). A finished run is reused when the command runs again, so the table can be
-built over several sittings; an interrupted run resumes from its last checkpoint. Each run
-folder records the resolved preset it ran (reproduce.json): a folder that holds a run of
-other settings is refused, never mixed into the table. The table (results.md, results.csv)
+built over several sittings; an interrupted run resumes from its last checkpoint. Beside
+each run folder, OUT/P/seedS.json records the resolved preset it ran and OUT/P/seedS.log
+its output: a folder that holds a run of other settings is refused, never mixed into the
+table. The table (results.md, results.csv)
 says how many seeds each row has and puts the paper's full-scale figure beside it; the
 figure (learning_curves.png) draws held-out (validation) edge accuracy against wall-clock
 minutes, one curve per preset and seed.
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from nri_pyro.presets import load_preset, preset_names
+from nri_pyro.specs import differences
 
 CPU_PRESETS = ("springs5", "charged5", "kuramoto5", "springs10", "charged10", "kuramoto10")
 # Kipf et al. (2018), Table 1 (unsupervised NRI, edge accuracy %) and Table 2 (NRI with the
@@ -45,7 +47,6 @@ PAPER_MSE = {
     ("charged", 5): (1.05e-3, 3.2e-3, 7.06e-3),
     ("kuramoto", 5): (1.4e-2, 2.0e-2, 3.3e-2),
 }
-RECORD = "reproduce.json"
 
 
 def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None) -> dict:
@@ -53,13 +54,13 @@ def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None)
     resolved = load_preset(preset)
     folder = out / resolved.name / f"seed{seed}"
     record = {"preset": resolved.to_dict(), "seed": seed}
-    record_path = folder / RECORD
+    record_path, log_path = folder.with_suffix(".json"), folder.with_suffix(".log")
     summary_path = folder / "summary.json"
     resume = False
     if record_path.exists():
         before = json.loads(record_path.read_text())
         if json.dumps(before, sort_keys=True) != json.dumps(record, sort_keys=True):
-            differ = _differences(before, record)
+            differ = [key for key, _, _ in differences(before, record)]
             raise SystemExit(
                 f"{folder} holds a run of other settings ({', '.join(differ)} differ from "
                 f"preset {preset} now); remove it or choose another --out"
@@ -68,9 +69,11 @@ def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None)
             print(f"{preset} seed {seed}: finished before, reused ({folder})", flush=True)
             return json.loads(summary_path.read_text())
         resume = (folder / "checkpoint_last.pt").exists()
-    elif folder.exists() and any(folder.iterdir()):
-        raise SystemExit(f"{folder} holds files but no {RECORD}: not a reproduce run; move it")
-    folder.mkdir(parents=True, exist_ok=True)
+    elif folder.exists():
+        raise SystemExit(
+            f"{folder} exists but {record_path} does not: not a reproduce run; move it"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     cmd = [sys.executable, "-m", "nri_pyro.cli", "train", "--preset", preset, "--seed",
            str(seed), "--out", str(folder), "--device", device]  # fmt: skip
@@ -81,10 +84,10 @@ def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None)
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"{preset} seed {seed}: {'resuming' if resume else 'training'} in {folder}", flush=True)
     start = time.perf_counter()
-    with (folder / "log.txt").open("a") as log:
+    with log_path.open("a") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0 or not summary_path.exists():
-        raise SystemExit(f"{preset} seed {seed} failed (exit {code}); see {folder / 'log.txt'}")
+        raise SystemExit(f"{preset} seed {seed} failed (exit {code}); see {log_path}")
     summary = json.loads(summary_path.read_text())
     # The process's wall time where the run was one sitting; a resumed run's earlier sitting
     # is unknown, so its time is then the epochs' own plus this sitting's simulation.
@@ -93,18 +96,6 @@ def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None)
     accuracy = summary["test"]["edge_accuracy"]
     print(f"{preset} seed {seed}: held-out edge accuracy {accuracy:.4f}", flush=True)
     return summary
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{k}.")
-        elif x != y:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def _minutes(summary: dict) -> float:

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+from numpy_reference import ONE_AT_A_TIME  # benchmarks/, beside this script
 
 from nri_pyro import generate_dataset, simulate
-from nri_pyro.data.numpy_reference import ONE_AT_A_TIME
 from nri_pyro.data.simulate import default_chunk_size, resolve_device
 from nri_pyro.data.systems import get_system
 

@@ -1,7 +1,6 @@
 """nri-pyro: neural relational inference as a Pyro probabilistic program."""
 
-__version__ = "0.1.0"
-
+from nri_pyro._version import __version__
 from nri_pyro.ablate import ablate
 from nri_pyro.api import NRI, build, resolve_specs
 from nri_pyro.data import (
@@ -16,6 +15,7 @@ from nri_pyro.data import (
 )
 from nri_pyro.distributions import EdgeTypes
 from nri_pyro.guide import NRIGuide
+from nri_pyro.logs import log_to
 from nri_pyro.model import NRIModel
 from nri_pyro.predictive import posterior_predictive
 from nri_pyro.presets import Preset, load_preset, preset_names, simulate_preset
@@ -37,6 +37,7 @@ __all__ = [
     "generate_dataset",
     "load_dataset",
     "load_preset",
+    "log_to",
     "posterior_predictive",
     "preset_names",
     "read_reference",

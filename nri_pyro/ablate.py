@@ -21,12 +21,13 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,15 @@ from typing import Any
 import torch
 import yaml
 
+from nri_pyro.files import atomic_write, atomic_write_text
+from nri_pyro.logs import log_to
+from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset, simulate_preset
 from nri_pyro.specs import parse_override
 
 # Held-out metrics in the table, in order: (key, label).
+logger = logging.getLogger(__name__)
+
 TABLE_METRICS = (
     ("edge_accuracy", "edge acc"),
     ("edge_auroc", "AUROC"),
@@ -224,6 +230,7 @@ class Study:
                 "model_spec": model,
                 "guide_spec": guide,
                 "train": {k: v for k, v in vars(train).items() if k != "progress"},
+                "features": None if preset is None else preset.data.get("features"),
             }
         if len(self.configs) != len(self.variants):
             raise ValueError("two variants map to the same folder name; use distinct values")
@@ -232,11 +239,12 @@ class Study:
     def run_dir(self, variant: Variant, seed: int) -> Path:
         return self.out / "runs" / variant.slug / f"seed{seed}"
 
-    def run(self, log: Callable[[str], None] | None = print) -> AblationResult:
-        """Run what is not finished yet (``jobs`` at once), then write the table and figures."""
-        log = log or (lambda _message: None)
+    def run(self) -> AblationResult:
+        """Run what is not finished yet (``jobs`` at once), then write the table and figures.
+        Progress goes to the ``nri_pyro`` logger, one line per run started and finished."""
+        log = logger.info
         self._check_out()
-        data = self._data(log)
+        data = self._data()
         todo, runs = [], []
         for variant in self.variants:
             for seed in self.seeds:
@@ -263,7 +271,7 @@ class Study:
 
         with ThreadPoolExecutor(self.jobs) as pool:
             list(pool.map(one, todo))
-        return self.collect(log)
+        return self.collect()
 
     def _check_out(self) -> None:
         plan = {
@@ -284,9 +292,9 @@ class Study:
                 )
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps(plan, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
 
-    def _data(self, log: Callable[[str], None]) -> Path:
+    def _data(self) -> Path:
         if self.data is not None:
             return self.data
         from nri_pyro.data.io import save_dataset
@@ -295,7 +303,7 @@ class Study:
         folder = self.out / "data"
         if not (folder / "meta.json").exists():
             d = self.preset.data
-            log(
+            logger.info(
                 f"no data given: simulating preset {self.preset.name}'s {d['system']} with "
                 f"{d['objects']} objects ({d['train']} / {d['valid']} / {d['test']}) into {folder}"
             )
@@ -316,7 +324,7 @@ class Study:
             "settings": variant.settings,
         }
         config["train"] = {**config["train"], "seed": seed}
-        _write_atomic(run_dir / "run.json", json.dumps(config, indent=1) + "\n")
+        atomic_write_text(run_dir / "run.json", json.dumps(config, indent=1) + "\n")
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         with (run_dir / "log.txt").open("a") as logfile:
@@ -333,14 +341,13 @@ class Study:
         else:  # it died without one (killed, out of memory): its last words
             lines = (run_dir / "log.txt").read_text().strip().splitlines()
             reason = lines[-1] if lines else f"exit status {proc.returncode}"
-            _write_atomic(run_dir / ERROR_FILE, json.dumps({"error": reason}) + "\n")
+            atomic_write_text(run_dir / ERROR_FILE, json.dumps({"error": reason}) + "\n")
         return f"FAILED: {reason} (see {run_dir / 'log.txt'})"
 
     # --- the table --------------------------------------------------------------------
-    def collect(self, log: Callable[[str], None] | None = print) -> AblationResult:
+    def collect(self) -> AblationResult:
         """Read every run's result (or error) and write results.md, results.csv, runs.csv
-        and the figures."""
-        log = log or (lambda _message: None)
+        and the figures (the table is also logged)."""
         runs = []
         for variant in self.variants:
             for seed in self.seeds:
@@ -361,13 +368,13 @@ class Study:
         rows = summarize(runs, [v.label for v in self.variants])
         for row, variant in zip(rows, self.variants, strict=True):
             row["settings"] = dict(variant.settings)
-        _write_atomic(self.out / "results.md", markdown_table(rows) + "\n")
+        atomic_write_text(self.out / "results.md", markdown_table(rows) + "\n")
         _write_csv(self.out / "results.csv", rows)
         _write_csv(self.out / "runs.csv", runs)
         figures = self._figures(rows)
-        log(markdown_table(rows))
-        log(f"table: {self.out / 'results.md'} (and results.csv, runs.csv); figures in "
-            f"{self.out / 'figures'}")  # fmt: skip
+        logger.info(markdown_table(rows))
+        logger.info(f"table: {self.out / 'results.md'} (and results.csv, runs.csv); figures in "
+                    f"{self.out / 'figures'}")  # fmt: skip
         return AblationResult(rows, runs, self.out, figures)
 
     def _figures(self, rows: list[dict[str, Any]]) -> list[Path]:
@@ -449,32 +456,23 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()}
-            )
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(v) for k, v in row.items()})
+
+    atomic_write(path, write)
 
 
 def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, dict) else value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save_figure(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
 
 
 def ablate(
@@ -493,7 +491,6 @@ def ablate(
     evidence_samples: int = 64,
     threads: int | None = None,
     imports: Sequence[str] = (),
-    log: Callable[[str], None] | None = print,
 ) -> AblationResult:
     """Run (or resume) a study and return its table; see the module docstring.
 
@@ -507,7 +504,7 @@ def ablate(
         overrides=overrides, data=data, device=device, jobs=jobs,
         evidence_samples=evidence_samples, threads=threads, imports=imports,
     )  # fmt: skip
-    return study.run(log)
+    return study.run()
 
 
 # --- one run, in its own process ------------------------------------------------------
@@ -522,7 +519,7 @@ def run_child(run_dir: Path) -> None:
     from nri_pyro import diagnostics
     from nri_pyro.api import NRI
     from nri_pyro.data.io import load_dataset
-    from nri_pyro.infer import importance_log_weights, log_evidence, prepare
+    from nri_pyro.evaluation import importance_log_weights, log_evidence, prepare
 
     config = json.loads((run_dir / "run.json").read_text())
     torch.set_num_threads(config["threads"])
@@ -534,8 +531,10 @@ def run_child(run_dir: Path) -> None:
     held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
     if held_out is None:
         raise ValueError(f"{config['data']} has no test or validation split to evaluate on")
-    nri = NRI(config["model_spec"], config["guide_spec"], device=config["device"],
-              **{**config["train"], "progress": False})  # fmt: skip
+    nri = NRI(
+        config["model_spec"], config["guide_spec"], device=config["device"],
+        features=config.get("features"), **{**config["train"], "progress": False},
+    )  # fmt: skip
     train_dir = run_dir / "train"
     resume = (train_dir / "checkpoint_last.pt").exists()
     nri.fit(splits["train"], splits.get("valid"), out=train_dir, resume=resume)
@@ -550,10 +549,10 @@ def run_child(run_dir: Path) -> None:
     metrics["pareto_k_over_0.7"] = float((k_hat > 0.7).mean())
     posterior = getattr(nri.guide.prior_guide, "posterior", None)
     if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge" (type != 0)
-        nri.guide.eval()
-        metrics["learned_edge_freq"] = float(1 - posterior().mean[0])
+        with eval_mode(nri.guide):
+            metrics["learned_edge_freq"] = float(1 - posterior().mean[0])
     result = {"metrics": metrics, "held_out": held_out, "settings": config["settings"]}
-    _write_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
     (run_dir / "specs.yaml").write_text(
         yaml.safe_dump({"model": nri.model_spec, "guide": nri.guide_spec}, sort_keys=False)
     )
@@ -562,6 +561,7 @@ def run_child(run_dir: Path) -> None:
 def child_main(run_dir: str | Path) -> int:
     """Run one study run (see :func:`run_child`); write its error and return 1 on failure."""
     run_dir = Path(run_dir)
+    log_to()  # per-epoch lines into the run's log.txt
     try:
         run_child(run_dir)
     except Exception as err:
@@ -569,6 +569,6 @@ def child_main(run_dir: str | Path) -> int:
 
         traceback.print_exc()
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        _write_atomic(run_dir / ERROR_FILE, json.dumps({"error": message}) + "\n")
+        atomic_write_text(run_dir / ERROR_FILE, json.dumps({"error": message}) + "\n")
         return 1
     return 0

@@ -11,40 +11,34 @@ only wires data, normalisation and training together::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from nri_pyro.checkpoints import build_from_checkpoint, load_checkpoint, model_state
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.data.simulate import resolve_device
+from nri_pyro.data.systems import SYSTEMS, get_system
 from nri_pyro.distributed import DataParallel
+from nri_pyro.evaluation import evaluate, memory_safe_batch, normalizer_for, prepare
+from nri_pyro.files import atomic_save
 from nri_pyro.guide import NRIGuide
-from nri_pyro.infer import (
-    Trainer,
-    atomic_save,
-    build_from_checkpoint,
-    evaluate,
-    load_checkpoint,
-    memory_safe_batch,
-    model_state,
-    normalizer_for,
-    prepare,
-)
 from nri_pyro.model import NRIModel
 from nri_pyro.nn import edges_to_adjacency
+from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset
 from nri_pyro.specs import (
     TrainConfig,
     apply_overrides,
-    find_spec,
-    load_yaml,
+    load_spec,
     resolve_guide_spec,
     resolve_model_spec,
     resolve_train_config,
 )
+from nri_pyro.training import Trainer
 
 SpecLike = str | Path | Mapping[str, Any] | None
 
@@ -58,8 +52,8 @@ def resolve_specs(
     """Model spec, guide spec and training settings, with ``key=value`` overrides applied.
 
     A spec is a mapping, a path, or the name of a shipped spec (``nri_sparse``, ``cnn``)."""
-    model = {} if model_spec is None else load_yaml(find_spec("model", model_spec))
-    guide = {} if guide_spec is None else load_yaml(find_spec("guide", guide_spec))
+    model = load_spec("model", model_spec)
+    guide = load_spec("guide", guide_spec)
     train_settings = dict(train or {})
     apply_overrides(model, guide, train_settings, overrides)
     return (
@@ -93,13 +87,20 @@ class NRI:
         preset: str | Path | Preset | None = None,
         overrides: Iterable[str] = (),
         device: str | torch.device = "cpu",
+        features: Sequence[str] | None = None,
         **train_settings: Any,
     ) -> None:
         """``preset`` (a name such as ``"charged5"``, a path, or a :class:`Preset`) gives the
         specs and training settings; ``model_spec`` / ``guide_spec`` replace its specs, and
         ``overrides`` and keyword training settings (``epochs=20``) change its values.
-        Without a preset: the spec files (default the paper's) and the paper's recipe."""
+        Without a preset: the spec files (default the paper's) and the paper's recipe.
+        ``features`` (default: the preset's ``data.features``) names the features the model
+        reads, e.g. the paper's three Kuramoto features ``["dphi_dt", "sin_phi", "omega"]``;
+        data with all of their system's features are cut to these, in fit and afterwards."""
         self.preset = None if preset is None else _as_preset(preset)
+        if features is None and self.preset is not None:
+            features = self.preset.data.get("features")
+        self.features = None if features is None else list(features)
         if self.preset is not None:
             model_spec = self.preset.model if model_spec is None else model_spec
             guide_spec = self.preset.guide if guide_spec is None else guide_spec
@@ -123,10 +124,15 @@ class NRI:
         epochs: int | None = None,
         out: str | Path | None = None,
         resume: bool = False,
-        log: Any = print,
         data_parallel: DataParallel | None = None,
     ) -> NRI:
         """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints.
+
+        Returns ``self`` holding the model of the epoch that ``train.select_metric`` chose (on
+        ``valid``, else the training loss), with or without ``out``. Per-epoch lines go to
+        the ``nri_pyro`` logger (``nri_pyro.log_to()`` shows them). ``resume`` continues the
+        run in ``out`` as recorded: other specs, settings or data are refused; more epochs
+        are allowed and recorded in its resumes.jsonl.
 
         ``data_parallel``: this process's place in a torchrun launch
         (:func:`nri_pyro.distributed.from_environment`); every process calls ``fit`` with the
@@ -136,6 +142,10 @@ class NRI:
             self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
         if self.preset is not None:
             self.preset.check_data(train, "the training data")
+        if self.features is not None:
+            train = _select_features(train, self.features, "the training data")
+            if valid is not None:
+                valid = _select_features(valid, self.features, "the validation data")
         self.normalizer = normalizer_for(train)
         train_xy = prepare(train, self.normalizer)
         valid_xy = None if valid is None else prepare(valid, self.normalizer)
@@ -146,21 +156,29 @@ class NRI:
         self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
         self.model.structure.check_objects(x.shape[1])
         guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
+        if valid is not None:  # before training, not after its first epoch
+            guide.check_frames(valid.num_frames, "the validation trajectories")
         self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
         if self.preset is not None:
             self.data_info["preset"] = self.preset.name
+        if self.features is not None:
+            self.data_info["features"] = self.features
         trainer = Trainer(
             self.model, self.guide, train_xy, valid_xy, self.config,
             normalizer=self.normalizer, run_dir=out, device=self.device,
-            data_info=self.data_info, log=log, data_parallel=data_parallel,
+            data_info=self.data_info, data_parallel=data_parallel,
         )  # fmt: skip
         self.history = trainer.fit(resume=resume)
         self.data_info = trainer.data_info
+        # The model select_metric chose (train.select_metric), with or without a run folder.
         if out is not None and (data_parallel is None or data_parallel.is_main):
             best = Path(out) / "checkpoint_best.pt"
             if best.exists():
                 self._load_state(load_checkpoint(best))
+        elif trainer.best_weights is not None:
+            self.model.load_state_dict(trainer.best_weights["model_state"])
+            self.guide.load_state_dict(trainer.best_weights["guide_state"])
         return self
 
     # --- using a trained model ---------------------------------------------------------
@@ -174,6 +192,9 @@ class NRI:
         if isinstance(data, Tensor):
             data = TrajectoryDataset(data)
         n, d = self.data_info.get("num_objects"), self.data_info.get("num_features")
+        features = self.data_info.get("features")
+        if features is not None and data.num_features != d:  # all the system's features
+            data = _select_features(data, features, "the data", self.data_info.get("system"))
         if n is not None and data.num_objects != n:
             raise ValueError(
                 f"the model was trained on {n} objects, the data have {data.num_objects}"
@@ -194,11 +215,11 @@ class NRI:
         model, guide, _ = self._require_fitted()
         x, _ = self._inputs(data)
         batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
-        guide.eval()
-        probs = torch.cat([
-            guide.edge_probs(x[i : i + batch_size].to(self.device)).cpu()
-            for i in range(0, x.shape[0], batch_size)
-        ])  # fmt: skip
+        with eval_mode(guide):
+            probs = torch.cat([
+                guide.edge_probs(x[i : i + batch_size].to(self.device)).cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ])  # fmt: skip
         if as_adjacency:
             return edges_to_adjacency(probs, x.shape[1], dim=-2)
         return probs
@@ -213,19 +234,18 @@ class NRI:
         """
         model, guide, normalizer = self._require_fitted()
         x, _ = self._inputs(data)
-        model.eval()
-        guide.eval()
         out = []
         size = memory_safe_batch(256, model, guide, x, self.device)
-        for i in range(0, x.shape[0], size):
-            xb = x[i : i + size].to(self.device)
-            probs = guide.edge_probs(xb)
-            z = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(xb.dtype)
-            out.append(model.rollout(xb, z, steps).cpu())
+        with eval_mode(model, guide):
+            for i in range(0, x.shape[0], size):
+                xb = x[i : i + size].to(self.device)
+                probs = guide.edge_probs(xb)
+                z = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(xb.dtype)
+                out.append(model.rollout(xb, z, steps).cpu())
         return normalizer.invert(torch.cat(out).double())
 
     def evaluate(self, data: TrajectoryDataset, *, batch_size: int = 256) -> dict[str, float]:
-        """Held-out metrics (see :func:`nri_pyro.infer.evaluate`)."""
+        """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`)."""
         model, guide, _ = self._require_fitted()
         x, edges = self._inputs(data)
         return evaluate(
@@ -261,11 +281,32 @@ class NRI:
         self.config = TrainConfig(**state["train_config"])
         self.normalizer = Normalizer.from_dict(state["normalization"])
         self.data_info = dict(state["data"])
+        self.features = self.data_info.get("features")
         self.model, self.guide = build_from_checkpoint(state, self.device)
 
 
 def _as_preset(preset: str | Path | Preset) -> Preset:
     return preset if isinstance(preset, Preset) else load_preset(preset)
+
+
+def _select_features(
+    data: TrajectoryDataset, names: Sequence[str], where: str, system: str | None = None
+) -> TrajectoryDataset:
+    """``data`` cut to the named features of its system (``system`` where the data do not
+    say), with a clear error where they are not that system's full set of features."""
+    name = data.metadata.get("system") if system is None else system
+    if name not in SYSTEMS:
+        raise ValueError(
+            f"the model reads the features {', '.join(names)}, chosen by name, but {where} are "
+            f"of system {name!r}, whose features have no names: give exactly those features"
+        )
+    known = get_system(name)
+    if data.num_features != len(known.feature_names):
+        raise ValueError(
+            f"{where} have {data.num_features} features; the model reads {', '.join(names)} "
+            f"of {name}'s {len(known.feature_names)} ({', '.join(known.feature_names)})"
+        )
+    return data.select_features(known.feature_indices(names))
 
 
 def _check_compatible(train: TrajectoryDataset, other: TrajectoryDataset) -> None:

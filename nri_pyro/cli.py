@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -15,6 +16,8 @@ import torch
 from nri_pyro.data.simulate import generate_dataset
 from nri_pyro.data.systems import SYSTEMS, get_system
 from nri_pyro.distributed import DistributedError
+from nri_pyro.files import atomic_write, atomic_write_text
+from nri_pyro.logs import log_to
 from nri_pyro.presets import (
     ABLATE_DEFAULT_PRESET,
     DEFAULT_PRESET,
@@ -23,6 +26,8 @@ from nri_pyro.presets import (
     preset_names,
     simulate_preset,
 )
+
+logger = logging.getLogger("nri_pyro.cli")  # also when run as __main__
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -70,6 +75,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="integrator arithmetic: float64 as the reference (default), float32 faster",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a dataset in --out")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false",
+        help="no progress bar (by default one is drawn on a terminal, never into a log file)",
+    )  # fmt: skip
     p.add_argument("--chunk-size", type=int, help="simulations advanced together")
     p.add_argument(
         "--param",
@@ -112,7 +121,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         chunk_size=args.chunk_size,
         dtype=getattr(torch, args.dtype),
-        log=print,
+        progress=args.progress,
         **params,
     )
     return 0
@@ -205,11 +214,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from nri_pyro import distributed
     from nri_pyro.api import NRI
+    from nri_pyro.checkpoints import check_run_folder
     from nri_pyro.data.io import load_dataset
     from nri_pyro.data.simulate import resolve_device
 
     started = time.perf_counter()
     # Everything is checked before any data are made or read.
+    # Under torchrun only rank 0 reads the folder (it writes it; the others may not see it).
+    if args.out is not None and os.environ.get("RANK", "0") == "0":
+        check_run_folder(args.out, args.resume)
+    elif args.resume and args.out is None:
+        raise ValueError("--resume continues the run in --out: give --out")
     preset = _preset(args, DEFAULT_PRESET)
     overrides = _overrides(args)
     device = resolve_device(args.device)
@@ -219,7 +234,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if run is not None:
         device = run.device
     nri.device = device
-    say = print if run is None or run.is_main else (lambda *_: None)  # rank 0 speaks
+    say = logger.info if run is None or run.is_main else (lambda *_: None)  # rank 0 speaks
     say(_describe(preset, args))
     if args.data is None:
         assert preset is not None
@@ -240,7 +255,7 @@ def _run_train(args: argparse.Namespace) -> int:
     say(f"training {out} on {where}: {nri.config.epochs} epochs")
     try:
         nri.fit(splits["train"], splits.get("valid"), out=out, resume=args.resume,
-                log=say, data_parallel=run)  # fmt: skip
+                data_parallel=run)  # fmt: skip
     finally:
         if run is not None:
             distributed.finish()
@@ -253,10 +268,10 @@ def _run_train(args: argparse.Namespace) -> int:
     summary["seconds"] = {
         "data": round(data_seconds, 2), "total": round(time.perf_counter() - started, 2)
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if held_out is not None and "edge_accuracy" in summary[held_out]:
-        print(f"held-out ({held_out}) edge accuracy: {summary[held_out]['edge_accuracy']:.4f}")
-    print(f"run saved in {out}")
+        say(f"held-out ({held_out}) edge accuracy: {summary[held_out]['edge_accuracy']:.4f}")
+    say(f"run saved in {out}")
     return 0
 
 
@@ -298,7 +313,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     from nri_pyro.ablate import Study
 
     preset = _preset(args, ABLATE_DEFAULT_PRESET)
-    print(_describe(preset, args))
+    logger.info(_describe(preset, args))
     out = Path(args.out or f"studies/{time.strftime('%Y%m%d-%H%M%S')}")
     study = Study(
         out, args.vary, preset=preset, model_spec=args.model, guide_spec=args.guide,
@@ -359,20 +374,20 @@ def _run_infer(args: argparse.Namespace) -> int:
 
     from nri_pyro.nn import edges_to_adjacency
 
+    out = Path(args.out)
+    if out.suffix != ".npz" or out.is_dir():
+        raise ValueError(f"--out {out} must name a .npz file (an existing one is replaced)")
     nri, data = _load_run_and_split(args)
     probs = nri.infer_edges(data)
     adjacency = edges_to_adjacency(probs, data.num_objects, dim=-2)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(
-        tmp,
-        edge_probs=probs.numpy(),
-        adjacency_probs=adjacency.numpy(),
-        most_likely=adjacency.argmax(-1).numpy(),
-    )
-    os.replace(tmp, out)
-    print(
+    arrays = {
+        "edge_probs": probs.numpy(),
+        "adjacency_probs": adjacency.numpy(),
+        "most_likely": adjacency.argmax(-1).numpy(),
+    }
+    atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
+    logger.info(
         f"wrote {out}: edge_probs [S, E, K] = {list(probs.shape)}, adjacency_probs "
         f"[S, N, N, K] (receiver, sender), most_likely [S, N, N]"
     )
@@ -414,7 +429,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     if run.is_dir() or metrics.exists():
         figures["training_curves"] = plots.plot_training_curves(metrics)
     else:
-        print(f"no {metrics} beside the checkpoint: no training curves")
+        logger.info(f"no {metrics} beside the checkpoint: no training curves")
     if args.data is not None:
         nri, data = _load_run_and_split(args)
         probs = nri.infer_edges(data)  # [S, E, K]
@@ -450,7 +465,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():
         fig.savefig(out / f"{name}.png", dpi=100)
-    print(f"wrote {len(figures)} figures to {out}: {', '.join(figures)}")
+    logger.info(f"wrote {len(figures)} figures to {out}: {', '.join(figures)}")
     return 0
 
 
@@ -471,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to()  # the library's messages as plain lines on stdout
     try:
         return args.handler(args)
     except (ValueError, FileExistsError, FileNotFoundError, DistributedError) as err:

@@ -86,7 +86,8 @@ from torch import Tensor, nn
 from nri_pyro.api import NRI
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.nn import edges_to_adjacency
-from nri_pyro.predictive import RETURN_SITE, decoded_edges, eval_mode, fitted_inputs, seeded
+from nri_pyro.nn.modes import eval_mode
+from nri_pyro.predictive import RETURN_SITE, decoded_edges, fitted_inputs, seeded
 
 with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
     warnings.filterwarnings("ignore", message=".*ArviZ is undergoing", category=FutureWarning)

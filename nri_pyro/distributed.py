@@ -10,10 +10,13 @@ with any number of processes.
 
 A step of W processes computes what one process computes on the whole global batch, up to
 floating-point summation order, because every statistic of the minibatch is taken over the
-global batch while a step is active (:func:`stepping`):
+global batch while a step is active (:func:`stepping` enters it as a context variable of
+:mod:`nri_pyro.nn.parallel`, where the layers below this one read it):
 
-- the encoder's batch norm (:func:`batch_norm`) and the pooled sums of the guides of global
-  latents (Dirichlet counts, a shared graph's logits) use :func:`global_sum`;
+- the encoders' batch norms (:class:`~nri_pyro.nn.parallel.GlobalBatchNorm1d`, the MLP
+  encoder's and the CNN encoder's alike, with statistics in float32 also under bf16
+  autocast) and the pooled sums of the guides of global latents (Dirichlet counts, a
+  shared graph's logits) use :func:`global_sum`;
 - the Gumbel noise of the edge samples is drawn for the whole global batch in every process
   (the random streams stay in step) and each process keeps its own rows
   (:func:`local_rows`);
@@ -30,13 +33,21 @@ import contextlib
 import datetime
 import hashlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from nri_pyro.nn.parallel import (  # noqa: F401 - the step's computations, named here too
+    Step,
+    global_count,
+    global_sum,
+    local_rows,
+    paused,
+    step_context,
+)
 
 DEFAULT_TIMEOUT_S = 300.0
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -181,99 +192,11 @@ def sum_over_processes(run: DataParallel | None, value: float) -> float:
     return float(t)
 
 
-# --- what a training step of a data-parallel run shares --------------------------------
-@dataclass(frozen=True)
-class _Step:
-    run: DataParallel
-    global_batch: int
-
-    @property
-    def local_batch(self) -> int:
-        """This process's rows of the global batch (its ``DataParallel.shard``)."""
-        return len(range(self.run.rank, self.global_batch, self.run.world_size))
-
-
-_ACTIVE: _Step | None = None
-
-
-@contextlib.contextmanager
-def _activated(step: _Step | None) -> Iterator[None]:
-    global _ACTIVE
-    previous, _ACTIVE = _ACTIVE, step
-    try:
-        yield
-    finally:
-        _ACTIVE = previous
-
-
+# --- a training step of a data-parallel run --------------------------------------------
 def stepping(run: DataParallel | None, global_batch: int) -> contextlib.AbstractContextManager:
     """Within it, minibatch statistics and edge noise are those of the global batch of
-    ``global_batch`` trajectories (nothing changes with ``run`` None)."""
+    ``global_batch`` trajectories (nothing changes with ``run`` None): the step is entered
+    as context (:func:`nri_pyro.nn.parallel.step_context`) for the model, guide and encoder."""
     if run is None:
         return contextlib.nullcontext()
-    return _activated(_Step(run, global_batch))
-
-
-def paused() -> contextlib.AbstractContextManager:
-    """Within it, a data-parallel step's statistics and noise are this process's own again:
-    for values that are already the same in every process (a shared graph's sites)."""
-    return _activated(None)
-
-
-def global_sum(t: Tensor) -> Tensor:
-    """Sum of ``t`` over the processes of the active step (differentiable; ``t`` itself
-    outside one)."""
-    if _ACTIVE is None:
-        return t
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(t) if t.requires_grad else _all_reduce_detached(t)
-
-
-def _all_reduce_detached(t: Tensor) -> Tensor:
-    t = t.clone()
-    dist.all_reduce(t)
-    return t
-
-
-def global_count(local: int) -> int:
-    """The global batch size of the active step, given this process's ``local`` size."""
-    if _ACTIVE is None:
-        return local
-    if local != _ACTIVE.local_batch:
-        raise RuntimeError(
-            f"a data-parallel step expected {_ACTIVE.local_batch} local rows, got {local}"
-        )
-    return _ACTIVE.global_batch
-
-
-def local_rows(shape: torch.Size, draw) -> Tensor:
-    """``draw(shape)`` for a tensor whose first dimension is this process's rows of the
-    active step's global batch: drawn for the global batch, this process's rows kept, so
-    that the random stream advances alike in every process. Otherwise ``draw(shape)``."""
-    step = _ACTIVE
-    if step is None or len(shape) == 0:
-        return draw(shape)
-    if shape[0] != step.local_batch:  # not per trajectory (a global latent): the same everywhere
-        return draw(shape)
-    return step.run.shard(draw((step.global_batch, *shape[1:])))
-
-
-def batch_norm(bn: nn.BatchNorm1d, h: Tensor) -> Tensor:
-    """``bn(h)`` for h: [rows, F], with the statistics of the global batch's rows in a
-    data-parallel step (the running statistics updated alike in every process)."""
-    if _ACTIVE is None or not bn.training:
-        return bn(h)
-    count = h.new_tensor([h.shape[0]])
-    stats = global_sum(torch.cat([h.sum(0), (h * h).sum(0), count]))
-    features = h.shape[1]
-    n = stats[-1]
-    mean = stats[:features] / n
-    var = (stats[features : 2 * features] / n - mean * mean).clamp(min=0)
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        momentum = bn.momentum if bn.momentum is not None else 1 / float(bn.num_batches_tracked)
-        bn.running_mean.lerp_(mean.detach(), momentum)
-        bn.running_var.lerp_(var.detach() * n / (n - 1).clamp(min=1), momentum)
-    out = (h - mean) * torch.rsqrt(var + bn.eps)
-    return out * bn.weight + bn.bias if bn.affine else out
+    return step_context(Step(run.rank, run.world_size, global_batch))

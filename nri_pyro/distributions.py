@@ -22,7 +22,7 @@ from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 from torch.distributions.utils import clamp_probs
 
-from nri_pyro.distributed import local_rows
+from nri_pyro.nn.parallel import local_rows
 
 
 class EdgeTypes(RelaxedOneHotCategorical):
@@ -59,7 +59,7 @@ class EdgeTypes(RelaxedOneHotCategorical):
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         # torch's Gumbel-softmax sampler, except that in a data-parallel training step the
         # noise of the per-trajectory rows is drawn for the global batch
-        # (nri_pyro.distributed.local_rows), so W processes sample what one would.
+        # (nri_pyro.nn.parallel.local_rows), so W processes sample what one would.
         shape = self._extended_shape(sample_shape)
         logits = self.logits
 

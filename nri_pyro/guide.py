@@ -13,16 +13,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from nri_pyro.distributed import global_count, global_sum, paused
 from nri_pyro.distributions import EdgeTypes
-from nri_pyro.model import check_edges, check_trajectories, trajectories_plate
+from nri_pyro.model import check_edges, check_trajectories, sample_edges, trajectories_plate
 from nri_pyro.nn import MLPEncoder, full_graph
+from nri_pyro.nn.parallel import global_batch_norms, global_count, global_sum, paused
 from nri_pyro.priors import EdgePrior, GraphStructure, UniformPrior
 from nri_pyro.specs import ENCODERS, component_kwargs
 
@@ -54,7 +53,7 @@ class NRIGuide(PyroModule):
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.dense = False  # dense one-hot message passing: benchmarks only
+        self.graph_for = full_graph  # how the graph of N objects is built (see NRIModel)
         self.num_features = num_features
         self.num_frames = num_frames
         self.num_edge_types = num_edge_types
@@ -64,9 +63,12 @@ class NRIGuide(PyroModule):
         cls = ENCODERS[encoder["name"]]
         kwargs = component_kwargs(encoder)
         if cls is MLPEncoder:
-            self.encoder = cls(num_frames, num_features, num_edge_types=num_edge_types, **kwargs)
+            network = cls(num_frames, num_features, num_edge_types=num_edge_types, **kwargs)
         else:
-            self.encoder = cls(num_features, num_edge_types=num_edge_types, **kwargs)
+            network = cls(num_features, num_edge_types=num_edge_types, **kwargs)
+        # Batch norms with the global batch's statistics in a data-parallel step (and
+        # BatchNorm1d's own elsewhere): W processes train what one process trains.
+        self.encoder = global_batch_norms(network)
         self.structure = structure or GraphStructure(None, num_edge_types)
         self.prior_guide = (prior or UniformPrior(num_edge_types)).make_guide()
         self.num_objects = num_objects
@@ -88,18 +90,26 @@ class NRIGuide(PyroModule):
             prior=model.prior, structure=model.structure, num_objects=num_objects,
         )  # fmt: skip
 
+    def check_frames(self, num_frames: int, where: str = "the trajectories") -> None:
+        """A clear error when the encoder cannot read trajectories of ``num_frames`` frames."""
+        if isinstance(self.encoder, MLPEncoder) and num_frames < self.num_frames:
+            raise ValueError(
+                f"the MLP encoder reads {self.num_frames} frames (its training length), "
+                f"but {where} have {num_frames}"
+            )
+        needed = getattr(self.encoder, "min_frames", 1)
+        if num_frames < needed:
+            raise ValueError(
+                f"the {type(self.encoder).__name__} needs at least {needed} frames, but {where} "
+                f"have {num_frames}"
+            )
+
     def logits(self, x: Tensor) -> Tensor:
         """Edge-type logits [B, E, K] from the first ``num_frames`` frames of x: [B, N, T, D],
         in x's dtype (also when the encoder ran under autocast)."""
         check_trajectories(x, self.num_features)
-        if isinstance(self.encoder, MLPEncoder) and x.shape[2] < self.num_frames:
-            raise ValueError(
-                f"the MLP encoder reads {self.num_frames} frames (its training length), "
-                f"but the trajectories have {x.shape[2]}"
-            )
-        logits = self.encoder(
-            x[:, :, : self.num_frames], full_graph(x.shape[1], x.device, dense=self.dense)
-        )
+        self.check_frames(x.shape[2])
+        logits = self.encoder(x[:, :, : self.num_frames], self.graph_for(x.shape[1], x.device))
         return logits.to(x.dtype)
 
     def slot_logits(self, x: Tensor) -> Tensor:
@@ -184,13 +194,7 @@ class NRIGuide(PyroModule):
             with poutine.scale(scale=kl_weight), replicated:
                 self.prior_guide(probs, scale)
         q = EdgeTypes(self.temperature, logits=logits, hard=self.hard)
-        if self.structure.shared:
-            if known is not None:
-                q = q.mask(~known[1][0])
-            with poutine.scale(scale=kl_weight), paused():
-                return pyro.sample("edges", q.to_event(1))
-        with trajectories_plate(x, num_trajectories):
-            if known is not None:
-                q = q.mask(~known[1])
-            with poutine.scale(scale=kl_weight):
-                return pyro.sample("edges", q.to_event(1))
+        return sample_edges(
+            q, trajectories_plate(x, num_trajectories), known, shared=self.structure.shared,
+            kl_weight=kl_weight, replicated=paused(),
+        )  # fmt: skip

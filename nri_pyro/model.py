@@ -22,6 +22,7 @@ decoder, and their own likelihood under the prior is the observed site ``known_e
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -76,6 +77,29 @@ def trajectories_plate(x: Tensor, num_trajectories: int | None) -> pyro.plate:
     return pyro.plate("trajectories", num_trajectories or batch, subsample=subsample)
 
 
+def sample_edges(
+    site: dist.Distribution,
+    plate: pyro.plate,
+    known: tuple[Tensor, Tensor] | None,
+    *,
+    shared: bool,
+    kl_weight: float,
+    replicated: contextlib.AbstractContextManager | None = None,
+) -> Tensor:
+    """The ``edges`` site, as the model and the guide both write it: its density without
+    the known slots, scaled by ``kl_weight`` (KL annealing). A shared graph is one sample
+    [U, K] outside the plate (under ``replicated``, the guide's data-parallel pause: the
+    same in every process); otherwise one [B, U, K] per trajectory under ``plate``, the
+    plate over the minibatch's trajectories (:func:`trajectories_plate`)."""
+    if known is not None:
+        site = site.mask(~(known[1][0] if shared else known[1]))
+    if shared:
+        with poutine.scale(scale=kl_weight), replicated or contextlib.nullcontext():
+            return pyro.sample("edges", site.to_event(1))
+    with plate, poutine.scale(scale=kl_weight):
+        return pyro.sample("edges", site.to_event(1))
+
+
 class NRIModel(PyroModule):
     """p(z) p(x | z): the edge prior of the spec and a GNN dynamics likelihood.
 
@@ -96,8 +120,9 @@ class NRIModel(PyroModule):
         self.spec = spec
         self.num_features = num_features
         self.num_edge_types = spec["edge_types"]
-        # Dense one-hot message passing (the reference's O(N^3) formulation): benchmarks only.
-        self.dense = False
+        # How the graph of N objects is built (benchmarks swap in the reference's dense
+        # one-hot formulation, benchmarks/dense_graph.py, to compare against it).
+        self.graph_for = full_graph
         decoder = spec["decoder"]
         self.prediction_steps = decoder.get("prediction_steps", 10)
         self.burn_in_steps = decoder.get("burn_in_steps")
@@ -126,7 +151,7 @@ class NRIModel(PyroModule):
     def predict(self, x: Tensor, z: Tensor) -> Tensor:
         """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K], in
         x's dtype (also when the decoder ran under autocast)."""
-        graph = full_graph(x.shape[1], x.device, dense=self.dense)
+        graph = self.graph_for(x.shape[1], x.device)
         if self.burn_in_steps is not None:
             loc = self.decoder(x, z, graph, self.prediction_steps, burn_in_steps=self.burn_in_steps)
         else:
@@ -135,7 +160,7 @@ class NRIModel(PyroModule):
 
     def rollout(self, x_prefix: Tensor, z: Tensor, steps: int) -> Tensor:
         """Predict ``steps`` frames after the prefix on the decoder's own: [B, N, steps, D]."""
-        graph = full_graph(x_prefix.shape[1], x_prefix.device, dense=self.dense)
+        graph = self.graph_for(x_prefix.shape[1], x_prefix.device)
         if isinstance(self.decoder, MLPDecoder):  # Markovian: start from the last prefix frame
             return self.decoder.rollout(x_prefix[:, :, -1], z, graph, steps)
         return self.decoder.rollout(x_prefix, z, graph, steps)
@@ -152,39 +177,33 @@ class NRIModel(PyroModule):
         check_trajectories(x, self.num_features)
         check_edges(edges, edge_mask, x, self.num_edge_types)
         batch, num_objects = x.shape[:2]
-        k = self.num_edge_types
+        k, shared = self.num_edge_types, self.structure.shared
         layout = self.structure.layout(num_objects, x.device)
         known = self.structure.known_slots(edges, edge_mask, layout, batch)
+        plate = trajectories_plate(x, num_trajectories)
+        # pi: the prior's global latents (a Dirichlet's frequencies), outside the plate.
         with poutine.scale(scale=kl_weight):
-            probs = self.prior.sample(x)  # global latents, outside the plate
-        if self.structure.shared:
-            with poutine.scale(scale=kl_weight):
-                z = pyro.sample("edges", _edge_site(self.prior, probs, [layout.num_slots], known))
+            probs = self.prior.sample(x)
+        # z ~ EdgePrior(pi): one type per latent slot (per trajectory, or one shared graph).
+        shape = [layout.num_slots] if shared else [batch, layout.num_slots]
+        site = self.prior.distribution(probs, shape)
+        z = sample_edges(site, plate, known, shared=shared, kl_weight=kl_weight)
+        if shared:
             z = z.expand(batch, -1, -1)
             _observe_known(probs, known, z.dtype, k, shared=True)
-        with trajectories_plate(x, num_trajectories):
-            if not self.structure.shared:
-                with poutine.scale(scale=kl_weight):
-                    site = _edge_site(self.prior, probs, [batch, layout.num_slots], known)
-                    z = pyro.sample("edges", site)
+        with plate:
+            if not shared:
                 _observe_known(probs, known, z.dtype, k, shared=False)
+            # Known edges replace the latent types; the slots become ordered pairs.
             if known is not None:
                 one_hot = nn.functional.one_hot(known[0], k).to(z.dtype)
                 z = torch.where(known[1].unsqueeze(-1), one_hot, z)
             z = layout.to_edges(z)
+            # x[t+1] ~ Normal(decoder(x, z)[t], sigma), messages only along the edges of z.
             loc = self.predict(x, z)
             likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
             pyro.sample("x", likelihood, obs=x[:, :, 1:])
         return z
-
-
-def _edge_site(prior, probs: Tensor, shape: list[int], known: tuple[Tensor, Tensor] | None):
-    """The edge-type site's distribution: batch ``shape[:-1]``, event [slots, K]."""
-    site = prior.distribution(probs, shape)
-    if known is not None:
-        mask = known[1] if len(shape) == 2 else known[1][0]
-        site = site.mask(~mask)
-    return site.to_event(1)
 
 
 def _observe_known(

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from nri_pyro.api import NRI
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+from nri_pyro.nn.modes import eval_mode
 
 RETURN_SITE = "_RETURN"  # Pyro's name for a program's return value
 
@@ -169,19 +170,6 @@ def decoded_edges(z: Any, x: Tensor, num_samples: int | None = None) -> Tensor:
             f"[{b}, {n * (n - 1)}, K] for these data, got {got}"
         )
     return z
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: Any) -> Iterator[None]:
-    """Puts torch modules in eval mode (BatchNorm statistics, no dropout), then restores."""
-    modes = [(m, m.training) for m in modules if isinstance(m, nn.Module)]
-    for m, _ in modes:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.train(training)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.data.systems import get_system
 from nri_pyro.specs import (
     config_folder,
-    find_spec,
+    load_spec,
     load_yaml,
     merge,
     resolve_guide_spec,
@@ -50,8 +50,10 @@ DEFAULT_PRESET = "springs5"  # `nri-pyro train` with no arguments
 ABLATE_DEFAULT_PRESET = "springs5-quick"  # `nri-pyro ablate` without --preset
 PRESET_KEYS = ("base", "data", "model", "guide", "train")
 DATA_KEYS = ("system", "objects", "train", "valid", "test", "frames", "test_frames",
-             "params", "seed")  # fmt: skip
-DATA_DEFAULTS: dict[str, Any] = {"params": {}, "seed": 0, "frames": None, "test_frames": None}
+             "params", "seed", "features")  # fmt: skip
+DATA_DEFAULTS: dict[str, Any] = {
+    "params": {}, "seed": 0, "frames": None, "test_frames": None, "features": None
+}  # fmt: skip
 
 
 def preset_folder() -> Path:
@@ -96,6 +98,7 @@ class Preset:
             f"preset {self.name} ({self.path}): model {self.sources['model']}, guide "
             f"{self.sources['guide']}; data {d['system']} with {d['objects']} objects "
             f"({d['train']:,} / {d['valid']:,} / {d['test']:,} trajectories, seed {d['seed']})"
+            + ("" if d["features"] is None else f", features {', '.join(d['features'])}")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,7 +196,7 @@ def _resolve_spec(changes: dict[str, Any], kind: str, path: Path) -> tuple[dict,
     """The spec a model or guide section means (its base file with its changes), checked."""
     changes = dict(changes)
     base = changes.pop("base", "nri" if kind == "model" else "mlp")
-    spec = merge(load_yaml(find_spec(kind, base)), changes)
+    spec = merge(load_spec(kind, base), changes)
     try:
         (resolve_model_spec if kind == "model" else resolve_guide_spec)(spec)
     except ValueError as err:
@@ -231,6 +234,11 @@ def load_preset(name_or_path: str | Path) -> Preset:
             raise ValueError(f"{path}: data.{key} must be a whole number >= 0, got {data[key]!r}")
     if data["objects"] < 2 or data["train"] < 1:
         raise ValueError(f"{path}: data needs at least 2 objects and 1 training trajectory")
+    if data["features"] is not None:
+        try:
+            system.feature_indices(data["features"])
+        except ValueError as err:
+            raise ValueError(f"{path}: data.features: {err}") from None
     model, model_source = _resolve_spec(raw.get("model", {}), "model", path)
     guide, guide_source = _resolve_spec(raw.get("guide", {}), "guide", path)
     train = dict(raw.get("train", {}))

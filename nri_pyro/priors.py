@@ -36,8 +36,8 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from nri_pyro.distributed import global_count, global_sum
 from nri_pyro.distributions import EdgeTypes
+from nri_pyro.nn.parallel import global_count, global_sum
 
 PRIORS: dict[str, type[EdgePrior]] = {}
 

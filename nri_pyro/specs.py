@@ -165,6 +165,30 @@ def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     return _number(data)
 
 
+def load_spec(
+    kind: str, spec: str | Path | Mapping[str, Any] | None, _seen: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """A model or guide spec (a mapping, a path or a shipped name) with its ``base`` chain
+    merged in: a spec may name a base (``base: nri``, a shipped name, a sibling file or a
+    path) and list only what it changes. A chain that returns to a file is an error."""
+    if spec is None:
+        return {}
+    found = find_spec(kind, spec)
+    data = load_yaml(found)
+    here = found.resolve() if isinstance(found, Path) else None
+    if here is not None and here in _seen:
+        raise ValueError(f"{kind} spec {found} names itself as a base (directly or through others)")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, (str, Path)):
+        raise ValueError(f"{kind} spec {found}: base must be a spec name or path, got {base!r}")
+    if isinstance(found, Path) and (found.parent / base).exists():
+        base = found.parent / base  # a sibling file first, then the shipped ones
+    chain = _seen if here is None else (*_seen, here)
+    return merge(load_spec(kind, base, chain), data)
+
+
 def merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(defaults))
     for key, value in spec.items():
@@ -176,6 +200,21 @@ def merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any
                 out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def differences(
+    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value before, value after)`` for every key whose value differs, nested
+    mappings compared key by key (a key missing on one side has the value None there)."""
+    out = []
+    for key in sorted(set(before) | set(after), key=str):
+        was, now = before.get(key), after.get(key)
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            out += differences(was, now, f"{prefix}{key}.")
+        elif was != now:
+            out.append((f"{prefix}{key}", was, now))
     return out
 
 
@@ -292,9 +331,15 @@ def apply_overrides(
     settings; anything else addresses the model spec. A key that exists nowhere is an
     error that names the valid keys at that level (a prior's own settings are checked
     when the prior is built, since they depend on its name).
+
+    The result does not depend on the order of the overrides: a component's ``name``
+    (``prior.name=sparse``) is applied first, so that its section starts from the new
+    component's settings, and the other keys after it. Of two values for one key, the later
+    one wins.
     """
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    renames = [p for p in parsed if _names_component(p[1])]
+    for text, path, value in [*renames, *(p for p in parsed if not _names_component(p[1]))]:
         if path[0] == "guide":
             target, defaults, path = guide, GUIDE_DEFAULTS, path[1:]
         elif path[0] == "train":
@@ -312,6 +357,13 @@ def apply_overrides(
             # Another component: its settings start from its own defaults.
             target[path[0]] = {}
         _set_path(target, defaults, path, value, text)
+
+
+def _names_component(path: list[str]) -> bool:
+    """Whether an override's key is a component's name (``prior.name``, ``guide.encoder.name``)."""
+    if path[0] in ("model", "guide"):
+        path = path[1:]
+    return len(path) == 2 and path[0] in ("prior", "decoder", "encoder") and path[1] == "name"
 
 
 def _set_path(target: dict, defaults: Mapping, path: list[str], value: Any, text: str) -> None:

@@ -209,3 +209,157 @@ def test_a_newer_native_format_is_refused_clearly(tmp_path):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="newer than this nri-pyro understands"):
         load_dataset(out)
+
+
+# The child blocks in its first write, with its staging folder on disk, until terminated.
+_BLOCKED_WRITER = """
+import sys, time
+from nri_pyro import generate_dataset
+from nri_pyro.data import io as data_io
+
+def write(self, *args):
+    print("writing", flush=True)
+    time.sleep(120)
+
+data_io.NativeWriter.write = write
+generate_dataset("springs", sys.argv[1], train=10, valid=0, test=0, num_frames=4,
+                 progress=False)
+"""
+
+
+def _partials(folder, name="d"):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}.partial-"))
+
+
+def _blocked_child(out):
+    """A simulate run of ``out`` that blocks in its first write, started."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_WRITER, str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_a_terminated_simulation_removes_its_staging_folder(tmp_path):
+    """SIGTERM cleans up as Ctrl-C does, and the process still ends by SIGTERM."""
+    import signal
+
+    child = _blocked_child(tmp_path / "d")
+    try:
+        assert child.stdout.readline() == "writing\n", child.stderr.read()
+        assert len(_partials(tmp_path)) == 1  # the staging folder is there, half-written
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGTERM, child.stderr.read()
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its staging folder
+
+
+def test_the_next_run_removes_what_a_killed_run_left_but_not_a_live_runs_folder(tmp_path):
+    """A killed run (SIGKILL, power loss) cannot clean up: the next run of the same target
+    removes what it left, and never the staging folder of a run that is still going."""
+    import signal
+
+    killed, running = _blocked_child(tmp_path / "d"), _blocked_child(tmp_path / "d")
+    try:
+        assert killed.stdout.readline() == "writing\n", killed.stderr.read()
+        assert running.stdout.readline() == "writing\n", running.stderr.read()
+        assert len(_partials(tmp_path)) == 2  # both runs are writing
+        killed.kill()
+        killed.wait(timeout=60)
+        generate_dataset("springs", tmp_path / "d", **SMALL)
+        assert len(_partials(tmp_path)) == 1  # one is gone,
+        assert load_dataset(tmp_path / "d")["train"].num_frames == SMALL["num_frames"]
+        running.send_signal(signal.SIGTERM)
+        running.wait(timeout=60)
+        assert _partials(tmp_path) == []  # and the one kept was the live run's: it removed it
+    finally:
+        for child in (killed, running):
+            child.kill()
+            child.wait()
+
+
+def test_stale_staging_folders_of_other_targets_and_machines_are_kept(tmp_path):
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # ended and reaped: no process has this id now
+    host = data_io.staging_host()
+    stale = tmp_path / f".d.partial-{ended.pid}@{host}-k1ll3d_x"
+    other_target = tmp_path / f".e.partial-{ended.pid}@{host}-0ther"
+    other_host = tmp_path / f".d.partial-{ended.pid}@elsewhere.example-r3mote"
+    legacy = tmp_path / ".d.partial-q8x_2lm0"  # older nri-pyro: no owner recorded
+    for folder in (stale, other_target, other_host, legacy):
+        folder.mkdir()
+    assert data_io.remove_stale_partials(tmp_path / "d") == [stale]
+    assert not stale.exists()
+    assert other_target.exists() and other_host.exists() and legacy.exists()
+
+
+def test_a_truncated_native_file_is_named_and_called_truncated(tmp_path):
+    out = generate_dataset("springs", tmp_path / "d", **SMALL)
+    path = out / "valid_trajectories.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"valid_trajectories\.npy looks truncated or corrupt"):
+        load_dataset(out)
+    path.write_bytes(b"")  # not even a header
+    with pytest.raises(ValueError, match=r"valid_trajectories\.npy looks truncated or corrupt"):
+        load_dataset(out)
+
+
+def test_a_truncated_reference_file_is_named_and_called_truncated(tmp_path):
+    out = generate_dataset("springs", tmp_path / "r", format="nri", **SMALL)
+    path = out / "loc_train_springs5.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"loc_train_springs5\.npy looks truncated or corrupt"):
+        load_dataset(out)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message, unwritten",
+    [
+        ({"num_frames": 1}, "num_frames = 1", {"train": 0, "valid": 0}),
+        ({"test_frames": 1}, "test_frames = 1", {"test": 0}),
+    ],
+)
+def test_a_dataset_with_too_few_frames_to_train_on_is_refused_before_any_work(
+    tmp_path, kwargs, message, unwritten
+):
+    with pytest.raises(ValueError, match=rf"at least 2 frames.*{message}"):
+        generate_dataset("springs", tmp_path / "d", **{**SMALL, **kwargs})
+    assert list(tmp_path.iterdir()) == []
+    # Splits that are not written need no frames.
+    generate_dataset("springs", tmp_path / "t", **{**SMALL, **kwargs, **unwritten})
+
+
+def test_simulate_refuses_one_frame_at_the_command_line(tmp_path, capsys):
+    from nri_pyro.cli import main
+
+    out = tmp_path / "d"
+    code = main(["simulate", "springs", "--train", "10", "--valid", "0", "--test", "0",
+                 "--frames", "1", "--out", str(out)])  # fmt: skip
+    assert code == 2
+    assert "at least 2 frames" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_selecting_features_keeps_the_statistics_of_whole_groups_only():
+    from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+
+    x = torch.randn(6, 3, 5, 4, dtype=torch.float64)
+    stats = Normalizer.fit(x, ((0, 1), (2, 3))).to_dict()
+    data = TrajectoryDataset(x, None, {"system": "springs", "normalization": stats})
+    velocities = data.select_features([2, 3])
+    assert torch.equal(velocities.trajectories, x[..., [2, 3]])
+    assert velocities.metadata["normalization"] == {
+        "groups": [[0, 1]], "low": [stats["low"][1]], "high": [stats["high"][1]]
+    }  # fmt: skip
+    assert "normalization" not in data.select_features([0, 2]).metadata  # both groups cut
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.3"):
+        data.select_features([4])

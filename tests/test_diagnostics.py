@@ -30,8 +30,8 @@ def fits():
     torch.set_num_threads(1)  # tiny models: extra threads only contend on a shared CPU
     train = simulate("springs", 64, num_objects=4, num_frames=12, seed=0)
     valid = simulate("springs", 16, num_objects=4, num_frames=12, seed=0, split="valid")
-    a = NRI(overrides=TINY, epochs=2, progress=False).fit(train, valid, log=None)
-    b = NRI(overrides=[*TINY, "train.seed=1"], epochs=1, progress=False).fit(train, log=None)
+    a = NRI(overrides=TINY, epochs=2, progress=False).fit(train, valid)
+    b = NRI(overrides=[*TINY, "train.seed=1"], epochs=1, progress=False).fit(train)
     yield {"a": a, "b": b, "train": train, "valid": valid}
     torch.set_num_threads(threads)
 
@@ -174,7 +174,7 @@ def test_global_latents_are_found_by_tracing_and_summarised(fits):
 def test_a_prior_with_global_latents_and_a_symmetric_graph(fits):
     train, valid = fits["train"], fits["valid"]
     overrides = [*TINY, "prior.name=dirichlet", "graph.symmetric=true"]
-    nri = NRI(overrides=overrides, epochs=1, progress=False).fit(train, log=None)
+    nri = NRI(overrides=overrides, epochs=1, progress=False).fit(train)
     x = valid.normalized(nri.normalizer).trajectories.float()
     names = diag.global_latent_names(nri.guide, x)
     assert names  # the prior's global latents, whatever their site names

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from numpy_reference import kuramoto_features  # benchmarks/ (tests/conftest.py)
 
 from nri_pyro import simulate
-from nri_pyro.data.numpy_reference import kuramoto_features
 from nri_pyro.data.systems import get_system
 
 CPU = torch.device("cpu")

@@ -197,7 +197,7 @@ def test_committed_specs_hold_the_papers_settings():
 
 
 def test_a_per_feature_variance_is_learned_for_each_feature_and_evaluated_as_such():
-    from nri_pyro.infer import evaluate
+    from nri_pyro.evaluation import evaluate
 
     over = ["likelihood.learn_variance=true", "likelihood.per_feature=true"]
     x, model, guide = _setup(overrides=over)

@@ -1,11 +1,17 @@
 """The GNN blocks: edge order, indexed vs dense message passing, equivariance, decoding schemes."""
 
+import ast
+import threading
+from pathlib import Path
+
 import pytest
 import torch
+from dense_graph import DenseGraph, dense_graph  # benchmarks/ (see conftest.py)
 
+import nri_pyro
 from nri_pyro.nn import (
     CNNEncoder,
-    DenseGraph,
+    GlobalBatchNorm1d,
     Graph,
     MLPDecoder,
     MLPEncoder,
@@ -15,9 +21,12 @@ from nri_pyro.nn import (
     decoders,
     edges_to_adjacency,
     full_graph,
+    global_batch_norms,
+    parallel,
 )
 from nri_pyro.nn.encoders import MLP
 from nri_pyro.nn.graph import FACTORIZE_FROM_FEATURES, permute_objects_edges
+from nri_pyro.nn.parallel import Step
 
 B, N, T, D, K, H = 3, 5, 16, 4, 2, 16
 E = N * (N - 1)
@@ -71,7 +80,7 @@ def test_indexed_graph_equals_dense_graph_on_random_inputs():
 def test_full_graph_is_cached_per_size_device_and_kind():
     assert full_graph(4, "cpu") is full_graph(4, torch.device("cpu"))
     assert full_graph(4) is not full_graph(5)
-    assert isinstance(full_graph(4, dense=True), DenseGraph)
+    assert isinstance(dense_graph(4), DenseGraph) and dense_graph(4) is dense_graph(4)
 
 
 @pytest.mark.parametrize("dtype", [torch.long, torch.float32, torch.bool])
@@ -428,3 +437,114 @@ def test_compile_modules_compiles_the_encoder_and_decoder_only():
     assert compile_modules(model) == ["decoder"]
     assert compile_modules(guide) == ["encoder"]
     assert compile_modules(MLPEncoder(T, D, hidden=H)) == [""]
+
+
+# --- batch norm swapped in, the data-parallel step as context (nri_pyro.nn.parallel) -------
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_global_batch_norms_swap_every_batch_norm_and_change_nothing_outside_a_step(name):
+    """Every BatchNorm1d of an encoder (the CNN's after its convolutions too) becomes a
+    GlobalBatchNorm1d holding the same tensors: the state dict and, outside a
+    data-parallel step, the outputs, gradients and running statistics are unchanged."""
+    plain, swapped = ENCODERS[name]().train(), ENCODERS[name]().train()
+    tensors = {k: v.data_ptr() for k, v in swapped.state_dict().items()}
+    count = sum(type(m) is torch.nn.BatchNorm1d for m in swapped.modules())
+    assert global_batch_norms(swapped) is swapped
+    assert sum(isinstance(m, GlobalBatchNorm1d) for m in swapped.modules()) == count
+    assert count == (5 if name == "cnn" else 4) and not any(
+        type(m) is torch.nn.BatchNorm1d for m in swapped.modules()
+    )
+    assert {k: v.data_ptr() for k, v in swapped.state_dict().items()} == tensors
+    x = _data()[0]
+    out, ref = swapped(x, full_graph(N)), plain(x, full_graph(N))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (key, a), b in zip(swapped.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, msg=key)
+    for (key, a), b in zip(swapped.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("guide", ["mlp", "cnn"])
+def test_the_guides_encoder_takes_the_global_batchs_statistics(guide):
+    from nri_pyro.api import build
+
+    _, nri_guide = build(None, guide, _data(dtype=torch.float32)[0])
+    norms = [m for m in nri_guide.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(isinstance(m, GlobalBatchNorm1d) for m in norms)
+
+
+def test_the_step_is_context_entered_and_left_explicitly():
+    """stepping/paused set and restore the step (also on error), per thread; outside a
+    step the reductions are this process's own."""
+    step = Step(rank=1, world_size=2, global_batch=5)
+    assert parallel.current_step() is None
+    assert parallel.global_count(3) == 3
+    with parallel.step_context(step):
+        assert parallel.current_step() is step
+        assert parallel.global_count(2) == 5  # rows 1 and 3 of 0..4
+        with pytest.raises(RuntimeError, match="expected 2 local rows, got 3"):
+            parallel.global_count(3)
+        with parallel.paused():
+            assert parallel.current_step() is None
+        assert parallel.current_step() is step
+        with pytest.raises(KeyError), parallel.paused():
+            raise KeyError
+        assert parallel.current_step() is step
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(parallel.current_step()))
+        thread.start()
+        thread.join()
+        assert seen == [None]
+    assert parallel.current_step() is None
+    with pytest.raises(ValueError, match="rank must be in"):
+        Step(rank=2, world_size=2, global_batch=4)
+
+
+def test_local_rows_keeps_this_processs_rows_of_the_global_draw():
+    def draw(shape):
+        return torch.rand(shape, generator=torch.Generator().manual_seed(0))
+
+    whole = draw(torch.Size([5, 3]))
+    with parallel.step_context(Step(rank=1, world_size=2, global_batch=5)):
+        torch.testing.assert_close(parallel.local_rows(torch.Size([2, 3]), draw), whole[1::2])
+        # Not per trajectory (a global latent): drawn as asked, the same in every process.
+        torch.testing.assert_close(parallel.local_rows(torch.Size([4, 3]), draw), draw([4, 3]))
+    torch.testing.assert_close(parallel.local_rows(torch.Size([5, 3]), draw), whole)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, on importing dynamo
+def test_a_compiled_global_batch_norm_is_one_graph_outside_a_step():
+    """torch.compile cannot read a ContextVar without splitting the graph; the step is read
+    from a traceable copy while compiling, so the encoders compile as they did."""
+    torch._dynamo.reset()
+    bn = GlobalBatchNorm1d(H)
+    compiled = torch.compile(bn, backend="eager", fullgraph=True)
+    x = torch.randn(6, H, 5)
+    torch.testing.assert_close(compiled(x), torch.nn.BatchNorm1d(H)(x))
+    torch._dynamo.reset()
+
+
+def test_the_network_priors_and_edge_distribution_do_not_import_the_training_layer():
+    """nri_pyro.nn, priors.py and distributions.py read the data-parallel step from
+    nri_pyro.nn.parallel, which imports nothing of nri_pyro."""
+    package = Path(nri_pyro.__file__).parent
+    files = [*sorted((package / "nn").glob("*.py")), package / "priors.py"]
+    files.append(package / "distributions.py")
+    for path in files:
+        imported = _imported_modules(path)
+        assert "nri_pyro.distributed" not in imported, path
+        if path.name == "parallel.py":
+            assert not {m for m in imported if m.startswith("nri_pyro")}, imported
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The modules that ``path`` imports (``from a import b`` gives a and a.b)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names

@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     valid = simulate("springs", 16, num_objects=4, num_frames=12, seed=0, split="valid")
     test = simulate("springs", 6, num_objects=4, num_frames=20, seed=0, split="test")
     nri = NRI(overrides=TINY, epochs=2, progress=False)
-    nri.fit(train, valid, out=root / "run", log=None)
+    nri.fit(train, valid, out=root / "run")
     save_dataset(root / "data", {"test": test})
     yield {"nri": nri, "dir": root / "run", "data": root / "data", "test": test, "root": root}
     torch.set_num_threads(threads)

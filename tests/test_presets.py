@@ -198,3 +198,54 @@ def test_a_wheel_ships_the_specs_and_presets(tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "kuramoto with 10 objects" in result.stdout and "dirichlet" in result.stdout
+
+
+def test_kuramoto_presets_read_the_papers_three_features_in_fit_and_afterwards(tmp_path):
+    preset = load_preset(_tiny_preset(tmp_path, "kuramoto5"))
+    assert preset.data["features"] == ["dphi_dt", "sin_phi", "omega"]
+    assert "features dphi_dt, sin_phi, omega" in preset.describe()
+    splits = simulate_preset(preset)
+    assert splits["train"].num_features == 4  # the generator's layout is unchanged
+    nri = NRI(preset=preset).fit(splits["train"], splits["valid"], out=tmp_path / "run")
+    assert nri.data_info["num_features"] == 3 and nri.model.num_features == 3
+    test = splits["test"]
+    three = test.trajectories[..., [0, 1, 3]]  # the same three features, already cut
+    loaded = NRI.load(tmp_path / "run")
+    assert torch.allclose(loaded.infer_edges(test), nri.infer_edges(test))
+    assert torch.allclose(loaded.infer_edges(three), nri.infer_edges(test))
+    assert nri.predict(test, steps=2).shape[-1] == 3
+    with pytest.raises(ValueError, match="have 2 features; the model reads dphi_dt"):
+        loaded.infer_edges(test.trajectories[..., :2])
+
+
+def test_unknown_or_repeated_features_are_refused_naming_the_systems_features(tmp_path):
+    for features, message in (
+        (["dphi_dt", "cos_phi"], "no feature.*'cos_phi'.*its features: dphi_dt, sin_phi"),
+        (["omega", "omega"], "distinct names"),
+    ):
+        path = tmp_path / "bad.yaml"
+        path.write_text(json.dumps({"base": "kuramoto5", "data": {"features": features}}))
+        with pytest.raises(ValueError, match=message):
+            load_preset(path)
+    custom = TrajectoryDataset.from_arrays(torch.zeros(4, 3, 16, 4))
+    with pytest.raises(ValueError, match="system 'custom', whose features have no names"):
+        NRI(features=["dphi_dt", "sin_phi"]).fit(custom)
+
+
+def test_a_spec_file_may_name_a_base_and_hold_only_its_changes(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: nri_sparse\nprior: {no_edge: 0.8}\ndecoder: {hidden: 32}\n")
+    model, _, _ = resolve_specs(mine)
+    sparse, _, _ = resolve_specs("nri_sparse")
+    assert model["prior"] == {**sparse["prior"], "no_edge": 0.8}
+    assert model["decoder"] == {**sparse["decoder"], "hidden": 32}
+    # A sibling file is found before a shipped spec of that name; a loop is an error.
+    (tmp_path / "second.yaml").write_text("base: mine.yaml\ngraph: {symmetric: true}\n")
+    assert resolve_specs(tmp_path / "second.yaml")[0]["graph"]["symmetric"] is True
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="names itself as a base"):
+        resolve_specs(tmp_path / "loop.yaml")
+    # The shipped specs hold only their difference from nri.yaml.
+    for name in ("nri_sparse", "nri_symmetric", "nri_dirichlet", "nri_shared", "nri_rnn"):
+        text = (ROOT / "models" / f"{name}.yaml").read_text()
+        assert "base: nri" in text and "likelihood" not in text, name

@@ -30,7 +30,7 @@ def test_a_short_run_of_each_systems_preset_learns_its_graphs(name, train, epoch
     preset.data.update(train=train, valid=200, test=500)
     splits = simulate_preset(preset)
     nri = NRI(preset=preset, epochs=epochs, progress=False)
-    nri.fit(splits["train"], splits["valid"], log=None)
+    nri.fit(splits["train"], splits["valid"])
     metrics = nri.evaluate(splits["test"])
     print(f"{name}: {train} trajectories, {epochs} epochs: held-out edge accuracy "
           f"{metrics['edge_accuracy']:.4f}, AUROC {metrics['edge_auroc']:.4f}")  # fmt: skip

@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 
 from nri_pyro.api import build
-from nri_pyro.infer import evaluate, importance_log_weights, log_evidence
+from nri_pyro.evaluation import evaluate, importance_log_weights, log_evidence
 from nri_pyro.nn import adjacency_to_edges, edges_to_adjacency
 from nri_pyro.priors import (
     PRIORS,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nri_pyro import NRI, simulate
-from nri_pyro.infer import prepare
+from nri_pyro.evaluation import prepare
 from nri_pyro.priors import GraphStructure
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def _fit(splits, overrides, epochs):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     nri = NRI(overrides=[*NETWORK, *overrides])
-    return nri.fit(splits["train"], splits["valid"], epochs=epochs, log=None)
+    return nri.fit(splits["train"], splits["valid"], epochs=epochs)
 
 
 def _true_frequency(data) -> float:

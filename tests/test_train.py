@@ -9,8 +9,8 @@ import torch
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.api import NRI
+from nri_pyro.checkpoints import load_checkpoint
 from nri_pyro.cli import main
-from nri_pyro.infer import load_checkpoint
 
 TINY = [
     "decoder.msg_hidden=16",
@@ -69,7 +69,7 @@ def test_a_run_folder_holds_specs_checkpoints_and_metrics(tmp_path, small):
 
 
 def test_evaluation_reports_the_protocol_metrics(small):
-    nri = NRI(overrides=TINY).fit(small["train"], epochs=1, log=None)
+    nri = NRI(overrides=TINY).fit(small["train"], epochs=1)
     metrics = nri.evaluate(small["test"])
     for key in ("edge_accuracy", "edge_auroc", "nll", "mse", "elbo_loss", "mse_1", "mse_20"):
         assert np.isfinite(metrics[key]), key
@@ -85,7 +85,7 @@ def test_checkpoints_refuse_foreign_or_corrupt_files_and_mismatched_data(tmp_pat
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not an nri-pyro checkpoint"):
         NRI.load(tmp_path / "foreign.pt")
-    nri = NRI(overrides=TINY).fit(small["train"], epochs=1, log=None)
+    nri = NRI(overrides=TINY).fit(small["train"], epochs=1)
     path = nri.save(tmp_path / "model.pt")
     loaded = NRI.load(path)
     other = simulate("springs", 4, num_objects=4, num_frames=12, seed=0)
@@ -165,7 +165,7 @@ def test_bfloat16_precision_runs_the_networks_in_bf16_and_keeps_float32_elsewher
 def test_train_compile_puts_the_encoder_and_decoder_through_torch_compile(small, monkeypatch):
     """train.compile=true compiles the GNN modules (here with dynamo's eager backend: the
     graph capture without inductor's minutes of code generation) and trains the same."""
-    from nri_pyro import infer
+    from nri_pyro import training
     from nri_pyro.nn import compile_modules
 
     compiled = []
@@ -173,7 +173,7 @@ def test_train_compile_puts_the_encoder_and_decoder_through_torch_compile(small,
     def eager(module):
         compiled.extend(compile_modules(module, backend="eager"))
 
-    monkeypatch.setattr(infer, "compile_modules", eager)
+    monkeypatch.setattr(training, "compile_modules", eager)
     plain = NRI(overrides=TINY).fit(small["train"], epochs=2)
     assert compiled == []
     fast = NRI(overrides=[*TINY, "train.compile=true"]).fit(small["train"], epochs=2)
@@ -185,7 +185,7 @@ def test_evaluation_batches_shrink_for_large_systems_only(monkeypatch):
     """memory_safe_batch keeps the requested batch for small systems and lowers it where a
     batch's per-edge tensors would exceed a sixteenth of the device's memory."""
     from nri_pyro.api import build
-    from nri_pyro.infer import memory_safe_batch
+    from nri_pyro.evaluation import memory_safe_batch
     from nri_pyro.nn import decoders
 
     small_x, large_x = torch.zeros(2, 5, 49, 4), torch.zeros(2, 100, 49, 4)

@@ -175,6 +175,31 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         metadata = {**self.metadata, "normalization": normalizer.to_dict(), "normalized": True}
         return TrajectoryDataset(normalizer.apply(self.trajectories), self.adjacency, metadata)
 
+    def select_features(self, indices: Sequence[int]) -> TrajectoryDataset:
+        """A copy with only the features at ``indices`` (in that order). Stored normalisation
+        statistics are kept for the groups whose features are all kept, renumbered; if a
+        group is cut, they are dropped (the training statistics are then fitted anew)."""
+        indices = [int(i) for i in indices]
+        if not indices or any(not 0 <= i < self.num_features for i in indices):
+            raise ValueError(
+                f"feature indices must lie in 0..{self.num_features - 1}, got {indices}"
+            )
+        metadata = {**self.metadata, "features_kept": indices}
+        stats = metadata.pop("normalization", None)
+        if stats is not None:
+            position = {old: new for new, old in enumerate(indices)}
+            groups = [g for g in stats["groups"] if any(i in position for i in g)]
+            if all(all(i in position for i in g) for g in groups):
+                kept = [k for k, g in enumerate(stats["groups"]) if g in groups]
+                metadata["normalization"] = {
+                    "groups": [[position[i] for i in stats["groups"][k]] for k in kept],
+                    "low": [stats["low"][k] for k in kept],
+                    "high": [stats["high"][k] for k in kept],
+                }
+        return TrajectoryDataset(
+            self.trajectories[..., indices].contiguous(), self.adjacency, metadata
+        )
+
     def to(self, device: torch.device | str) -> TrajectoryDataset:
         adjacency = None if self.adjacency is None else self.adjacency.to(device)
         return TrajectoryDataset(self.trajectories.to(device), adjacency, dict(self.metadata))

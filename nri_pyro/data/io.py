@@ -9,9 +9,14 @@ folder without it is never taken for a complete dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +26,15 @@ import numpy as np
 import torch
 
 from nri_pyro.data.dataset import FORMAT_VERSION, TrajectoryDataset, check_finite
-from nri_pyro.data.reference import SPLITS, read_reference, reference_files
+from nri_pyro.data.reference import SPLITS, load_npy, read_reference, reference_files
+from nri_pyro.files import atomic_write_text
 
 META = "meta.json"
+# Signals whose default action ends the process without clean-up; while a dataset is being
+# written they raise instead (see _terminate_like_interrupt).
+TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")
+
+logger = logging.getLogger(__name__)
 
 
 def _native_paths(folder: Path, split: str) -> tuple[Path, Path]:
@@ -65,9 +76,7 @@ def holds_dataset(folder: str | Path) -> bool:
 
 
 def write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
-    tmp = folder / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / META)
+    atomic_write_text(folder / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def save_dataset(
@@ -157,7 +166,7 @@ def _load_native_split(folder: Path, split: str, meta: dict[str, Any]) -> Trajec
     for path in (traj_path, adj_path):
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing (listed in {folder / META})")
-    x = np.load(traj_path)
+    x = load_npy(traj_path)
     info = meta["splits"][split]
     expected = (info["num_sims"], meta["num_objects"], info["num_frames"])
     if x.ndim != 4 or x.shape[:3] != expected:
@@ -168,7 +177,7 @@ def _load_native_split(folder: Path, split: str, meta: dict[str, Any]) -> Trajec
     check_finite(trajectories, str(traj_path))
     adjacency = None
     if info.get("has_graphs", True):
-        a = np.load(adj_path)
+        a = load_npy(adj_path)
         if a.shape != (x.shape[0], x.shape[1], x.shape[1]):
             raise ValueError(
                 f"{adj_path} has shape {a.shape}; expected {x.shape[:2] + x.shape[1:2]}"
@@ -179,6 +188,106 @@ def _load_native_split(folder: Path, split: str, meta: dict[str, Any]) -> Trajec
     return TrajectoryDataset(trajectories, adjacency, metadata)
 
 
+def staging_host() -> str:
+    """This machine's name as staging folders record it (no dashes, at most 64 characters)."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64] or "localhost"
+
+
+def _staging_prefix(folder: Path) -> str:
+    """``.{name}.partial-{pid}@{host}-``: a staging folder names the process that owns it,
+    so that a later run can tell one that a killed run left from one still being written."""
+    return f".{folder.name}.partial-{os.getpid()}@{staging_host()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True where that cannot be told)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # no harmless probe (os.kill would end the process)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process, alive
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the staging folders of ``folder`` that killed runs left behind (SIGKILL, a
+    crash, power loss: nothing ran their clean-up) and return them.
+
+    Only those whose owner, named in the folder's name, is a process of this machine that
+    no longer runs. The staging folder of a live run, of a run on another machine (a
+    shared file system), of another target or of an older nri-pyro (no owner recorded) is
+    kept.
+    """
+    folder = Path(folder)
+    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.partial-(\d+)@([^-]+)-[a-z0-9_]+$")
+    if not folder.parent.is_dir():
+        return []
+    removed = []
+    host = staging_host()
+    for path in sorted(folder.parent.iterdir()):
+        match = pattern.match(path.name)
+        if match is None or match.group(2) != host or not path.is_dir():
+            continue
+        pid = int(match.group(1))
+        if _process_alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        logger.info("removed %s, left by an earlier run (process %d) that was killed", path, pid)
+    return removed
+
+
+class _Terminated(BaseException):
+    """A terminating signal arrived while a dataset was being written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received signal {signum}")
+        self.signum = signum
+
+
+@contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """Within: SIGTERM and SIGHUP, whose default action ends the process at once, raise an
+    exception instead, so that clean-up code runs as it does on Ctrl-C; once it has run, the
+    signal is delivered again with its default action, so that the process still ends by it
+    (exit status 128 + signal for a shell, -signal for Python's subprocess).
+
+    Handlers that someone else installed (or SIG_IGN) are left alone. Outside the main
+    thread, where Python cannot handle signals, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not caught:  # the first starts the clean-up; repeats must not interrupt it
+            caught.append(signum)
+            raise _Terminated(signum)
+
+    previous = {}
+    for name in TERMINATING_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    except _Terminated as err:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        previous = {}
+        signal.raise_signal(err.signum)  # ends the process here
+        raise SystemExit(128 + err.signum) from None  # unless it was handled meanwhile
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 @contextmanager
 def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``folder``; move its files in on success.
@@ -186,7 +295,11 @@ def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
     Refuses, before any work, a folder that already holds a dataset unless ``overwrite``.
     A new or empty target is replaced by one atomic rename; otherwise files are moved in
     one by one with ``meta.json`` last, after the old dataset's files are removed. On
-    failure or interruption the staging folder is deleted and the target is untouched.
+    failure, interruption (Ctrl-C) or termination (SIGTERM, SIGHUP) the staging folder is
+    deleted and the target is untouched. The staging folder's name holds the id of the
+    process that writes it, ``.{name}.partial-{pid}@{host}-{random}``: what a run killed
+    outright (SIGKILL) leaves, the next run of the same target removes
+    (:func:`remove_stale_partials`).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -196,28 +309,35 @@ def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
             f"{folder} already holds a dataset; choose another --out or pass --overwrite"
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset should not be
-    try:
-        yield tmp
-        if not folder.exists() or not any(folder.iterdir()):
-            if folder.exists():
-                folder.rmdir()
-            os.replace(tmp, folder)
-            return
-        for old in [
-            folder / META,
-            *(p for s in reference_files(folder).values() for f in s.values() for p in f.values()),
-        ]:
-            old.unlink(missing_ok=True)
-        for split in SPLITS:
-            for old in _native_paths(folder, split):
+    remove_stale_partials(folder)
+    with _terminate_like_interrupt():
+        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(folder), dir=folder.parent))
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset should not be
+            yield tmp
+            if not folder.exists() or not any(folder.iterdir()):
+                if folder.exists():
+                    folder.rmdir()
+                os.replace(tmp, folder)
+                return
+            for old in [
+                folder / META,
+                *(
+                    p
+                    for s in reference_files(folder).values()
+                    for f in s.values()
+                    for p in f.values()
+                ),
+            ]:
                 old.unlink(missing_ok=True)
-        for path in sorted(tmp.iterdir(), key=lambda p: p.name == META):
-            os.replace(path, folder / path.name)
-        tmp.rmdir()
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            for split in SPLITS:
+                for old in _native_paths(folder, split):
+                    old.unlink(missing_ok=True)
+            for path in sorted(tmp.iterdir(), key=lambda p: p.name == META):
+                os.replace(path, folder / path.name)
+            tmp.rmdir()
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,18 @@ PARTICLE_SYSTEMS = ("springs", "charged")
 _FILE = re.compile(r"^(loc|vel|edges|feat)_(train|valid|test)_([A-Za-z]+)(\d+)\.npy$")
 
 
+def load_npy(path: Path) -> np.ndarray:
+    """``np.load(path)``, with an error that names the file where it cannot be read (a copy
+    or a simulate run cut short leaves a truncated file; numpy's message does not say which)."""
+    try:
+        return np.load(path)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{path} looks truncated or corrupt: it is not a readable .npy file ({err}); "
+            "write it again (simulate it anew, or copy it again)"
+        ) from None
+
+
 def reference_files(folder: Path) -> dict[str, dict[str, dict[str, Path]]]:
     """{suffix: {split: {kind: path}}} of the reference-layout files in ``folder``."""
     found: dict[str, dict[str, dict[str, Path]]] = {}
@@ -173,10 +185,7 @@ def _read_split(
     files: dict[str, Path], split: str, system: str, num_objects: int
 ) -> TrajectoryDataset:
     def load(kind: str) -> np.ndarray:
-        try:
-            return np.load(files[kind])
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{files[kind]} is not a readable .npy file: {err}") from None
+        return load_npy(files[kind])
 
     edges = load("edges")
     if system in PARTICLE_SYSTEMS:

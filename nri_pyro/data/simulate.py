@@ -13,9 +13,10 @@ a few time units.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-import nri_pyro
+from nri_pyro._version import __version__
 from nri_pyro.data.dataset import FORMAT_VERSION, Normalizer, TrajectoryDataset
 from nri_pyro.data.io import NativeWriter, staging_folder, write_meta
 from nri_pyro.data.reference import SPLITS, ReferenceWriter
 from nri_pyro.data.systems import System, get_system
+from nri_pyro.logs import progress_bar
+
+logger = logging.getLogger(__name__)
 
 SEED_BLOCK = 1000
+# Frames a trajectory needs for training and evaluation: the model predicts every frame
+# from the ones before it (nri_pyro.model.check_trajectories refuses fewer).
+MIN_TRAIN_FRAMES = 2
 _SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -148,16 +154,21 @@ class _Blocks:
         try:
             with ThreadPoolExecutor(workers) as pool:
                 pending: deque = deque()
-                for start in starts:
-                    pending.append(
-                        (start, pool.submit(self.chunk, start, min(start + chunk, num_sims)))
-                    )
-                    if len(pending) > workers:
+                try:
+                    for start in starts:
+                        pending.append(
+                            (start, pool.submit(self.chunk, start, min(start + chunk, num_sims)))
+                        )
+                        if len(pending) > workers:
+                            first, future = pending.popleft()
+                            yield first, *future.result()
+                    while pending:
                         first, future = pending.popleft()
                         yield first, *future.result()
-                while pending:
-                    first, future = pending.popleft()
-                    yield first, *future.result()
+                except BaseException:  # interrupted or abandoned: wait for no queued chunk
+                    for _, future in pending:
+                        future.cancel()
+                    raise
         finally:
             torch.set_num_threads(threads)
 
@@ -203,7 +214,7 @@ def simulate(
     blocks = _Blocks(sys_, parameters, num_objects, num_frames, seed, split, dev, dtype, fixed)
     chunk = _round_chunk(chunk_size or default_chunk_size(sys_, dev))
     trajs, adjs = [], []
-    with tqdm(total=num_sims, disable=not progress, unit="sim", desc=system) as bar:
+    with progress_bar(total=num_sims, enabled=progress, unit="sim", desc=system) as bar:
         for _, traj, adj in blocks.chunks(num_sims, chunk):
             trajs.append(traj)
             adjs.append(adj)
@@ -252,7 +263,7 @@ def _metadata(system: System, params: Any, num_objects: int, seed: int) -> dict[
         "seed": seed,
         "num_objects": num_objects,
         "feature_names": list(system.feature_names),
-        "nri_pyro_version": nri_pyro.__version__,
+        "nri_pyro_version": __version__,
         "format_version": FORMAT_VERSION,
     }
 
@@ -274,7 +285,6 @@ def generate_dataset(
     dtype: torch.dtype = torch.float64,
     chunk_size: int | None = None,
     progress: bool = True,
-    log: Callable[[str], None] | None = None,
     **params: Any,
 ) -> Path:
     """Simulate train/valid/test splits and write them to ``out``, chunk by chunk.
@@ -284,8 +294,10 @@ def generate_dataset(
     (with a meta.json beside it that records the seed and parameters). Normalisation
     statistics of the training split are computed as it is written. ``dtype`` is the
     arithmetic of the integrator (float64 as the reference; float32 is faster and differs
-    by rounding); files are float64 either way. The folder appears
-    only when complete; an interrupted call leaves it as it was. Returns the folder, which
+    by rounding); files are float64 either way. Every split written needs at least 2
+    frames (what training needs), checked before any work. The folder appears only when
+    complete; an interrupted or terminated call leaves it as it was, and removes what a
+    killed earlier call of the same ``out`` left behind. Returns the folder, which
     :func:`~nri_pyro.data.io.load_dataset` reads.
     """
     sys_ = get_system(system)
@@ -294,6 +306,16 @@ def generate_dataset(
     test_frames = sys_.test_frames if test_frames is None else test_frames
     _check_sizes(num_objects, num_frames, train=train, valid=valid, test=test)
     _check_sizes(num_objects, test_frames)
+    for name, option, frames_, used in (
+        ("num_frames", "--frames or --length", num_frames, train + valid),
+        ("test_frames", "--test-frames or --length-test", test_frames, test),
+    ):
+        if used and frames_ < MIN_TRAIN_FRAMES:
+            raise ValueError(
+                f"a dataset to train on needs at least {MIN_TRAIN_FRAMES} frames per "
+                f"trajectory (the model predicts each frame from the one before it; a CNN "
+                f"encoder needs 14), got {name} = {frames_} ({option})"
+            )
     if format not in ("native", "nri"):
         raise ValueError(f"unknown format {format!r}; valid formats: native, nri")
     if train + valid + test == 0:
@@ -308,8 +330,8 @@ def generate_dataset(
     started = time.perf_counter()
     with (
         staging_folder(out, overwrite=overwrite) as tmp,
-        tqdm(
-            total=train + valid + test, disable=not progress, unit="sim", desc=f"{system} {out}"
+        progress_bar(
+            total=train + valid + test, enabled=progress, unit="sim", desc=f"{system} {out}"
         ) as bar,
     ):
         for split in SPLITS:
@@ -348,9 +370,8 @@ def generate_dataset(
             stats = Normalizer.from_running(sys_.norm_groups, running_low, running_high)
             meta["normalization"] = stats.to_dict()
         write_meta(tmp, meta)
-    if log is not None:
-        log(
-            f"wrote {train + valid + test} {system} simulations to {out} "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
+    logger.info(
+        f"wrote {train + valid + test} {system} simulations to {out} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     return Path(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,21 @@ class System:
         params = dataclasses.replace(defaults, **checked)
         _check_params(self.name, params)
         return params
+
+    def feature_indices(self, names: Sequence[str]) -> list[int]:
+        """The positions of the named features (a chosen subset, in the given order)."""
+        if isinstance(names, str) or not names or len(set(names)) != len(names):
+            raise ValueError(
+                f"features must be a list of distinct names of {self.name}'s features "
+                f"({', '.join(self.feature_names)}), got {names!r}"
+            )
+        unknown = [n for n in names if n not in self.feature_names]
+        if unknown:
+            raise ValueError(
+                f"{self.name} has no feature(s) {', '.join(map(repr, unknown))}; its features: "
+                f"{', '.join(self.feature_names)}"
+            )
+        return [self.feature_names.index(n) for n in names]
 
     def frames_from_steps(self, steps: int, sample_freq: int) -> int:
         """Frames kept from ``steps`` integration steps (the reference's ``--length``)."""

@@ -4,16 +4,16 @@ from nri_pyro.nn.compile import compile_modules
 from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder, recompute_threshold
 from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder
 from nri_pyro.nn.graph import (
-    DenseGraph,
     Graph,
     adjacency_to_edges,
     edges_to_adjacency,
     full_graph,
 )
+from nri_pyro.nn.parallel import GlobalBatchNorm1d, global_batch_norms
 
 __all__ = [
     "CNNEncoder",
-    "DenseGraph",
+    "GlobalBatchNorm1d",
     "Graph",
     "MLPDecoder",
     "MLPEncoder",
@@ -22,5 +22,6 @@ __all__ = [
     "compile_modules",
     "edges_to_adjacency",
     "full_graph",
+    "global_batch_norms",
     "recompute_threshold",
 ]

@@ -1,4 +1,13 @@
-"""Encoders q(z | x): GNNs on the full graph that read trajectories and give edge-type logits."""
+"""Encoders q(z | x): GNNs on the full graph that read trajectories and give edge-type logits.
+
+Their batch norms are plain ``nn.BatchNorm1d`` modules (attributes ``bn``, ``bn1``, ``bn2``),
+over [rows, C] after the linear layers and [rows, C, L] after the convolutions. Whoever
+builds an encoder may swap them for another batch norm with the same parameters and
+buffers: :class:`nri_pyro.guide.NRIGuide` swaps in
+:class:`~nri_pyro.nn.parallel.GlobalBatchNorm1d` (with
+:func:`~nri_pyro.nn.parallel.global_batch_norms`), which takes the global batch's
+statistics in a data-parallel training step.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nri_pyro.distributed import batch_norm
 from nri_pyro.nn.graph import Graph
 
 
@@ -60,8 +68,7 @@ class MLP(nn.Module):
 
     def _after_fc1(self, h: Tensor, shape: torch.Size) -> Tensor:
         """h: [rows, n_hidden], the first layer's activations -> [*shape, n_out]."""
-        # In a data-parallel step, over the rows of the global batch.
-        h = batch_norm(self.bn, _elu_(self.fc2(self.dropout(h))))
+        h = self.bn(_elu_(self.fc2(self.dropout(h))))
         return h.view(*shape, h.shape[-1])
 
 
@@ -173,6 +180,8 @@ class CNNEncoder(nn.Module):
 
     forward(x: [B, N, T, D], graph) -> logits [B, E, K].
     """
+
+    min_frames = _CNN.MIN_FRAMES
 
     def __init__(
         self,
