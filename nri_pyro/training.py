@@ -297,7 +297,6 @@ class Trainer:
                 self.restore(state)
                 if self.writes:
                     logger.info(f"resuming {self.run_dir} after epoch {self.epoch}")
-                if self.writes:
                     self._record_resume(state)
             if self.writes:
                 # A new run drops metric lines of a start that never reached a checkpoint.
