@@ -59,8 +59,9 @@ def run_one(preset: str, seed: int, out: Path, device: str, threads: int | None)
     resume = False
     if record_path.exists():
         before = json.loads(record_path.read_text())
-        if json.dumps(before, sort_keys=True) != json.dumps(record, sort_keys=True):
-            differ = [key for key, _, _ in differences(before, record)]
+        # A key a newer preset format added with the value None matches its absence.
+        differ = [key for key, _, _ in differences(before, record)]
+        if differ:
             raise SystemExit(
                 f"{folder} holds a run of other settings ({', '.join(differ)} differ from "
                 f"preset {preset} now); remove it or choose another --out"
