@@ -114,9 +114,6 @@ def evaluate(
     global RNG state.
     """
     device = torch.device(device)
-    modes = model.training, guide.training
-    model.eval()
-    guide.eval()
     if anchor_first is None:
         anchor_first = bool(getattr(model.decoder, "skip_first", False))
     frames = guide.num_frames
@@ -128,7 +125,7 @@ def evaluate(
     batch_size = memory_safe_batch(batch_size, model, guide, x, device)
     variance = model.sigma.detach().square()  # a scalar, or [D] per feature
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
         for batch in _batches(count, batch_size):
             xb = x[batch].to(device)
@@ -150,8 +147,6 @@ def evaluate(
                 preds = model.rollout(prefix, z, ROLLOUT_STEPS)
                 target = xb[:, :, ROLLOUT_PREFIX : ROLLOUT_PREFIX + ROLLOUT_STEPS]
                 rollout.update(preds, target)
-    model.train(modes[0])
-    guide.train(modes[1])
     metrics = {k: v / count for k, v in totals.items()}
     if accumulator is not None:
         metrics["edge_accuracy"] = accumulator.accuracy(anchor_first)

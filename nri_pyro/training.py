@@ -27,7 +27,7 @@ import yaml
 from torch import Tensor
 
 from nri_pyro import distributed
-from nri_pyro.checkpoints import check_run_folder, load_checkpoint, model_state
+from nri_pyro.checkpoints import RUN_FILES, check_run_folder, load_checkpoint, model_state
 from nri_pyro.data.dataset import Normalizer
 from nri_pyro.evaluation import _batches, evaluate, objective
 from nri_pyro.files import atomic_save, atomic_write_text
@@ -127,7 +127,8 @@ class Trainer:
                 "guide spec": self.guide.spec,
                 "train config": asdict(c),
                 "data shape": list(x.shape),
-                "data": distributed.fingerprint(x),
+                # the digest a run folder records already, else computed for this check
+                "data": self.data_info.get("train_digest") or distributed.fingerprint(x),
                 "run folder": None if self.run_dir is None else str(self.run_dir),
             },
         )
@@ -178,11 +179,8 @@ class Trainer:
     def _write_run_files(self) -> None:
         assert self.run_dir is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name, content in (
-            ("model.yaml", self.model.spec),
-            ("guide.yaml", self.guide.spec),
-            ("train.yaml", asdict(self.config)),
-        ):
+        contents = (self.model.spec, self.guide.spec, asdict(self.config))
+        for name, content in zip(RUN_FILES, contents, strict=True):
             atomic_write_text(self.run_dir / name, yaml.safe_dump(content, sort_keys=False))
 
     def _record_resume(self, state: dict[str, Any]) -> None:
