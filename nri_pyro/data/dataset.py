@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# The native format of static datasets (one graph per trajectory, [S, N, N] files).
 FORMAT_VERSION = 1
+# Datasets with per-frame truth ([S, T, N, N] files) are marked with the next version, so
+# that an nri-pyro which knows only version 1 refuses them with a clear message.
+DYNAMIC_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,17 @@ class Normalizer:
 
 @dataclass
 class TrajectoryDataset(torch.utils.data.Dataset):
-    """One split: trajectories [S, N, T, D], true edge types [S, N, N] and metadata.
+    """One split: trajectories [S, N, T, D], true edge types and metadata.
 
-    ``adjacency[s, i, j]`` is the type of the influence of object j (sender) on object i
-    (receiver), an integer in 0..K-1; ``None`` where the graphs are unknown. Items are
-    ``(trajectories[s], adjacency[s])`` pairs, or trajectories alone without graphs.
-    Metadata holds the system, its parameters, the seed and the version of the format,
-    and, under ``"normalization"``, the training statistics of the dataset it came from.
+    The truth is static, ``adjacency`` [S, N, N], or per frame, [S, T, N, N] with T the
+    trajectories' frames (graphs that change over time, :attr:`dynamic`).
+    ``adjacency[s, i, j]`` (static) or ``adjacency[s, t, i, j]`` (per frame: the graph in
+    force at the time of frame t) is the type of the influence of object j (sender) on
+    object i (receiver), an integer in 0..K-1; ``None`` where the graphs are unknown.
+    Items are ``(trajectories[s], adjacency[s])`` pairs, or trajectories alone without
+    graphs. Metadata holds the system, its parameters, the seed and the version of the
+    format, and, under ``"normalization"``, the training statistics of the dataset it came
+    from.
     """
 
     trajectories: Tensor
@@ -99,11 +108,13 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             raise ValueError(f"a graph needs at least 2 objects, got {x.shape[1]}")
         if self.adjacency is not None:
             a = torch.as_tensor(self.adjacency)
-            expected = (x.shape[0], x.shape[1], x.shape[1])
-            if tuple(a.shape) != expected:
+            static = (x.shape[0], x.shape[1], x.shape[1])
+            per_frame = (x.shape[0], x.shape[2], x.shape[1], x.shape[1])
+            if tuple(a.shape) not in (static, per_frame):
                 raise ValueError(
-                    f"adjacency must have shape [S, N, N] = {list(expected)} to match the "
-                    f"trajectories {list(x.shape)}, got {list(a.shape)}"
+                    f"adjacency must have shape [S, N, N] = {list(static)} (one graph per "
+                    f"trajectory) or [S, T, N, N] = {list(per_frame)} (one graph per frame) "
+                    f"to match the trajectories {list(x.shape)}, got {list(a.shape)}"
                 )
             if a.is_floating_point() and not torch.equal(a, a.round()):
                 raise ValueError("adjacency must hold integer edge types")
@@ -115,7 +126,8 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     def from_arrays(
         cls, trajectories: Any, adjacency: Any = None, **metadata: Any
     ) -> TrajectoryDataset:
-        """Wrap a user's arrays: trajectories [S, N, T, D] and optionally adjacency [S, N, N]."""
+        """Wrap a user's arrays: trajectories [S, N, T, D] and optionally adjacency [S, N, N]
+        (static) or [S, T, N, N] (the graph in force at each frame)."""
         x = torch.as_tensor(trajectories)
         if not x.is_floating_point():
             x = x.double()
@@ -132,6 +144,12 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return self.trajectories[index], self.adjacency[index]
 
     @property
+    def dynamic(self) -> bool:
+        """Whether the truth is per frame ([S, T, N, N]); False for static truth and for a
+        dataset without graphs."""
+        return self.adjacency is not None and self.adjacency.dim() == 4
+
+    @property
     def num_objects(self) -> int:
         return self.trajectories.shape[1]
 
@@ -146,12 +164,13 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     @property
     def edges(self) -> Tensor:
         """Edge types flattened to [S, N(N-1)] in the reference order (receiver outer,
-        sender inner, diagonal skipped)."""
+        sender inner, diagonal skipped); [S, T, N(N-1)] in the same order for per-frame
+        truth (:attr:`dynamic`)."""
         if self.adjacency is None:
             raise ValueError("this dataset has no true graphs")
         n = self.num_objects
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=self.adjacency.device)
-        return self.adjacency[:, off_diagonal]
+        return self.adjacency[..., off_diagonal]
 
     @property
     def normalizer(self) -> Normalizer | None:
@@ -201,22 +220,48 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         )
 
     def to(self, device: torch.device | str) -> TrajectoryDataset:
+        """A copy on ``device`` (trajectories and truth)."""
         adjacency = None if self.adjacency is None else self.adjacency.to(device)
         return TrajectoryDataset(self.trajectories.to(device), adjacency, dict(self.metadata))
 
     def subset(self, index: slice | Tensor) -> TrajectoryDataset:
+        """The trajectories at ``index`` (along S), with their truth (static or per frame)."""
         adjacency = None if self.adjacency is None else self.adjacency[index]
         return TrajectoryDataset(self.trajectories[index], adjacency, dict(self.metadata))
 
+    def first_frames(self, num_frames: int) -> TrajectoryDataset:
+        """A copy with the first ``num_frames`` frames of every trajectory; per-frame truth
+        is cut the same way, static truth is kept."""
+        try:
+            if isinstance(num_frames, bool):
+                raise TypeError
+            num_frames = operator.index(num_frames)
+        except TypeError:
+            raise ValueError(f"num_frames must be a whole number, got {num_frames!r}") from None
+        if not 1 <= num_frames <= self.num_frames:
+            raise ValueError(
+                f"num_frames must lie in 1..{self.num_frames} (the trajectories' frames), "
+                f"got {num_frames}"
+            )
+        adjacency = self.adjacency
+        if self.dynamic:
+            adjacency = adjacency[:, :num_frames].contiguous()
+        return TrajectoryDataset(
+            self.trajectories[:, :, :num_frames].contiguous(), adjacency, dict(self.metadata)
+        )
+
     def edge_type_frequencies(self, num_types: int | None = None) -> Tensor:
-        """Fraction of ordered pairs of each edge type: [K]."""
+        """Fraction of ordered pairs (and of frames, for per-frame truth) of each edge
+        type: [K]."""
         edges = self.edges
         k = num_types or int(edges.max()) + 1
         return torch.bincount(edges.flatten(), minlength=k).double() / max(edges.numel(), 1)
 
     def __repr__(self) -> str:
         s, n, t, d = self.trajectories.shape
-        graphs = "with graphs" if self.adjacency is not None else "no graphs"
+        graphs = "no graphs" if self.adjacency is None else "with graphs"
+        if self.dynamic:
+            graphs = "with graphs per frame"
         system = self.metadata.get("system", "?")
         return (
             f"TrajectoryDataset({system}: {s} x {n} objects x {t} frames x {d} features, {graphs})"

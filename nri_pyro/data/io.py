@@ -2,8 +2,10 @@
 
 A native dataset is a folder with ``meta.json`` (system, parameters, seed, sizes, format
 version, training normalisation statistics) and, per split, ``{split}_trajectories.npy``
-[S, N, T, D] and ``{split}_adjacency.npy`` [S, N, N]. ``meta.json`` is written last, so a
-folder without it is never taken for a complete dataset.
+[S, N, T, D] and ``{split}_adjacency.npy`` [S, N, N]. Where graphs change over time the
+adjacency file holds the graph in force at each frame, [S, T, N, N]; ``meta.json`` then
+says ``"graphs_per_frame": true`` for the split and format version 2. ``meta.json`` is
+written last, so a folder without it is never taken for a complete dataset.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from nri_pyro.data.dataset import FORMAT_VERSION, TrajectoryDataset, check_finite
+from nri_pyro.data.dataset import (
+    DYNAMIC_FORMAT_VERSION,
+    FORMAT_VERSION,
+    TrajectoryDataset,
+    check_finite,
+)
 from nri_pyro.data.reference import SPLITS, load_npy, read_reference, reference_files
 from nri_pyro.files import atomic_write_text
 
@@ -42,7 +49,11 @@ def _native_paths(folder: Path, split: str) -> tuple[Path, Path]:
 
 
 class NativeWriter:
-    """Writes one split in the native format, a chunk at a time (memory-mapped)."""
+    """Writes one split in the native format, a chunk at a time (memory-mapped).
+
+    The adjacency file is [S, N, N], or [S, T, N, N] with ``per_frame`` (the graph in force
+    at each frame); int8 either way.
+    """
 
     def __init__(
         self,
@@ -52,12 +63,15 @@ class NativeWriter:
         num_objects: int,
         num_frames: int,
         num_features: int,
+        *,
+        per_frame: bool = False,
     ) -> None:
         traj_path, adj_path = _native_paths(folder, split)
         open_ = np.lib.format.open_memmap
         shape = (num_sims, num_objects, num_frames, num_features)
+        graphs = (num_sims, *((num_frames,) if per_frame else ()), num_objects, num_objects)
         self.trajectories = open_(traj_path, "w+", np.float64, shape)
-        self.adjacency = open_(adj_path, "w+", np.int8, (num_sims, num_objects, num_objects))
+        self.adjacency = open_(adj_path, "w+", np.int8, graphs)
 
     def write(self, start: int, trajectories: np.ndarray, adjacency: np.ndarray) -> None:
         stop = start + trajectories.shape[0]
@@ -93,7 +107,13 @@ def save_dataset(
         sizes = {}
         for name, ds in splits.items():
             writer = NativeWriter(
-                tmp, name, len(ds), ds.num_objects, ds.num_frames, ds.num_features
+                tmp,
+                name,
+                len(ds),
+                ds.num_objects,
+                ds.num_frames,
+                ds.num_features,
+                per_frame=ds.dynamic,
             )
             adjacency = (
                 np.zeros((len(ds), ds.num_objects, ds.num_objects), np.int8)
@@ -107,10 +127,18 @@ def save_dataset(
                 "num_frames": ds.num_frames,
                 "has_graphs": ds.adjacency is not None,
             }
+            if ds.dynamic:
+                sizes[name]["graphs_per_frame"] = True
+        dynamic = any(ds.dynamic for ds in splits.values())
         meta = {k: v for k, v in first.metadata.items() if k not in ("split",)}
         meta.update(
-            format="nri-pyro", version=FORMAT_VERSION, splits=sizes, num_objects=first.num_objects
+            format="nri-pyro",
+            version=DYNAMIC_FORMAT_VERSION if dynamic else FORMAT_VERSION,
+            splits=sizes,
+            num_objects=first.num_objects,
         )
+        if "format_version" in meta:
+            meta["format_version"] = meta["version"]
         write_meta(tmp, meta)
     return Path(folder)
 
@@ -139,10 +167,10 @@ def load_dataset(
             for ds in loaded.values():
                 ds.metadata.update({k: v for k, v in meta.items() if k != "splits"})
         elif meta.get("format") == "nri-pyro":
-            if meta.get("version", 0) > FORMAT_VERSION:
+            if meta.get("version", 0) > DYNAMIC_FORMAT_VERSION:
                 raise ValueError(
                     f"{meta_path}: format version {meta['version']} is newer than this "
-                    f"nri-pyro understands ({FORMAT_VERSION}); upgrade nri-pyro"
+                    f"nri-pyro understands ({DYNAMIC_FORMAT_VERSION}); upgrade nri-pyro"
                 )
             loaded = {
                 name: _load_native_split(folder, name, meta)
@@ -178,10 +206,11 @@ def _load_native_split(folder: Path, split: str, meta: dict[str, Any]) -> Trajec
     adjacency = None
     if info.get("has_graphs", True):
         a = load_npy(adj_path)
-        if a.shape != (x.shape[0], x.shape[1], x.shape[1]):
-            raise ValueError(
-                f"{adj_path} has shape {a.shape}; expected {x.shape[:2] + x.shape[1:2]}"
-            )
+        expected = (x.shape[0], x.shape[1], x.shape[1])
+        if info.get("graphs_per_frame", False):  # the graph in force at each frame
+            expected = (x.shape[0], x.shape[2], x.shape[1], x.shape[1])
+        if a.shape != expected:
+            raise ValueError(f"{adj_path} has shape {a.shape}; expected {expected}")
         adjacency = torch.from_numpy(a.astype(np.int64))
     metadata = {k: v for k, v in meta.items() if k != "splits"}
     metadata["split"] = split

@@ -18,12 +18,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nri_pyro.data.switching import (
+    check_horizon,
+    flip_steps,
+    graphs_at_steps,
+    initial_flip_times,
+    switch_pairs,
+    switcher,
+)
+
 Force = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
 class SpringsParams:
-    """Springs: Hooke forces with zero rest length along the edges of a random graph."""
+    """Springs: Hooke forces with zero rest length along the edges of a random graph.
+
+    ``switch_rate`` (default 0: a fixed graph) makes the graph change during a trajectory:
+    every unordered pair flips its spring on or off (0 <-> 1, both directions together, so
+    the graph stays symmetric) at the events of its own Poisson process of ``switch_rate``
+    flips per unit of simulated time (frames are ``sample_freq * dt`` = 0.1 apart). A flip
+    takes effect at the first integration step (of ``dt``) at or after its time. Flips are
+    drawn up to the time of the last frame, so springs5 with 49 frames (4.9 time units,
+    10 pairs) has about 10 * 4.9 * switch_rate switches per trajectory: switch_rate=0.02
+    gives about one. With a rate > 0 the true graphs are stored per frame ([S, T, N, N]).
+    """
 
     box_size: float = 5.0
     loc_std: float = 0.5
@@ -34,6 +53,7 @@ class SpringsParams:
     sample_freq: int = 100
     max_force: float = 100.0
     noise: float = 0.0
+    switch_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,17 +85,58 @@ def _initial_motion(
 
 
 def springs_initial(
-    num_sims: int, num_objects: int, params: SpringsParams, generator: torch.Generator
+    num_sims: int,
+    num_objects: int,
+    params: SpringsParams,
+    generator: torch.Generator,
+    num_frames: int | None = None,
 ) -> dict[str, Tensor]:
     """Random symmetric 0/1 spring graphs and initial states, on the CPU.
 
-    Each unordered pair is connected with probability ``edge_prob``; adjacency: [B, N, N].
+    Each unordered pair is connected with probability ``edge_prob``; adjacency: [B, N, N],
+    the graph at the start. With ``switch_rate`` > 0 the flip times of every unordered pair
+    (in ``torch.triu_indices`` order) are drawn last, over the time of frame ``num_frames``
+    (which must then be given): ``flip_times`` [B, P, M] and ``switch_horizon`` [B], as
+    :mod:`nri_pyro.data.switching` describes. With ``switch_rate`` = 0 nothing more is drawn.
     """
     upper = torch.rand(num_sims, num_objects, num_objects, generator=generator) < params.edge_prob
     upper = torch.triu(upper, diagonal=1)
     adjacency = (upper | upper.transpose(1, 2)).long()
     loc, vel = _initial_motion(num_sims, num_objects, params.loc_std, params.vel_norm, generator)
-    return {"loc": loc, "vel": vel, "adjacency": adjacency}
+    init = {"loc": loc, "vel": vel, "adjacency": adjacency}
+    if params.switch_rate > 0:
+        num_pairs = num_objects * (num_objects - 1) // 2
+        init.update(initial_flip_times(
+            "springs", params.switch_rate, num_frames,
+            lambda frames: _springs_last_step(frames, params) * params.dt, num_sims, num_pairs,
+            generator,
+        ))  # fmt: skip
+    return init
+
+
+def _springs_last_step(num_frames: int, params: SpringsParams) -> int:
+    """The integration step of the last frame kept (frame t is step (t + 1) * sample_freq)."""
+    return num_frames * params.sample_freq
+
+
+def springs_frame_adjacency(
+    init: dict[str, Tensor], num_frames: int, params: SpringsParams
+) -> Tensor:
+    """The graph in force at the time of each frame: [B, T, N, N] int8, on the CPU.
+
+    Frame t is the state after step (t + 1) * ``sample_freq``; its graph is the one whose
+    forces act at that step (the initial graph with every flip at a step <= that applied).
+    Without flip times in ``init`` every frame has the initial graph.
+    """
+    adjacency = init["adjacency"]
+    query = [(t + 1) * params.sample_freq for t in range(num_frames)]
+    if "flip_times" not in init:
+        return adjacency.to(torch.int8).unsqueeze(1).repeat(1, num_frames, 1, 1)
+    last_step = _springs_last_step(num_frames, params)
+    check_horizon(init, last_step, params.dt, "springs")
+    steps = flip_steps(init["flip_times"], params.dt, last_step)
+    pairs = switch_pairs(adjacency.shape[-1], "upper")
+    return graphs_at_steps(adjacency, steps, pairs, True, query)
 
 
 def charged_initial(
@@ -131,17 +192,22 @@ def integrate(
     box_size: float,
     max_force: float,
     progress: Callable[[int], None] | None = None,
+    switch: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Symplectic Euler with walls, exactly as the reference generator steps.
 
     loc, vel: [2, N, B] (already on their device); force(loc) -> [2, N, B], unclipped.
     The loop runs ``(num_frames + 1) * sample_freq - 1`` steps and keeps the state at every
-    ``sample_freq``-th step; the initial state is not kept.
+    ``sample_freq``-th step; the initial state is not kept. ``switch(step)``, where given,
+    is called before the force of each step (step 0 is the initial half kick) so that the
+    force of that step uses the graph in force at it.
     Returns [num_frames, 2 (loc, vel), 2 (x, y), N, B].
     """
     num_steps = (num_frames + 1) * sample_freq
     out = loc.new_empty((num_frames, 2, *loc.shape))
     loc, vel = reflect_initial(loc, vel, box_size)
+    if switch is not None:
+        switch(0)
     vel = torch.add(vel, force(loc).clamp(-max_force, max_force), alpha=dt)
     frame = 0
     for step in range(1, num_steps):
@@ -153,6 +219,8 @@ def integrate(
             frame += 1
             if progress is not None:
                 progress(frame)
+        if switch is not None:
+            switch(step)
         vel = vel.add_(force(loc).clamp_(-max_force, max_force), alpha=dt)
     return out
 
@@ -177,14 +245,31 @@ def springs_run(
     dtype: torch.dtype = torch.float64,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Integrate springs from :func:`springs_initial`'s state. Returns [B, N, T, 4]."""
+    """Integrate springs from :func:`springs_initial`'s state. Returns [B, N, T, 4].
+
+    Where ``init`` holds flip times, the graph changes during the run: the force of each
+    step uses the graph in force at that step (see :func:`springs_frame_adjacency`).
+    """
     adjacency = _batch_last(init["adjacency"], device, dtype)  # [N, N, B]
-    # F_i = -k sum_j A_ij (x_i - x_j) = sum_j K_ij x_j with K = -k (diag(degree) - A).
-    laplacian = torch.diag_embed(adjacency.sum(1).T).permute(1, 2, 0) - adjacency
-    stiffness = (-params.interaction_strength * laplacian).contiguous().unsqueeze(0)  # [1,N,N,B]
+    stiffness = _stiffness(adjacency, params.interaction_strength).unsqueeze(0)  # [1,N,N,B]
 
     def force(loc: Tensor) -> Tensor:
         return (stiffness * loc.unsqueeze(1)).sum(2)
+
+    switch = None
+    if "flip_times" in init:
+        last_step = _springs_last_step(num_frames, params)
+        check_horizon(init, last_step, params.dt, "springs")
+        steps = flip_steps(init["flip_times"], params.dt, last_step)
+        pairs = switch_pairs(adjacency.shape[0], "upper")
+
+        def update(sims: Tensor) -> None:
+            # The same arithmetic as for the whole batch, on the simulations that changed.
+            stiffness[0, :, :, sims] = _stiffness(
+                adjacency[:, :, sims], params.interaction_strength
+            )
+
+        switch = switcher(steps, pairs, True, last_step, adjacency, update)
 
     frames = integrate(
         _batch_last(init["loc"], device, dtype),
@@ -196,8 +281,16 @@ def springs_run(
         box_size=params.box_size,
         max_force=params.max_force,
         progress=progress,
+        switch=switch,
     )
     return _to_output(frames)
+
+
+def _stiffness(adjacency: Tensor, strength: float) -> Tensor:
+    """K = -k (diag(degree) - A) from adjacency [N, N, B]: [N, N, B], so that the spring
+    force F_i = -k sum_j A_ij (x_i - x_j) = sum_j K_ij x_j."""
+    laplacian = torch.diag_embed(adjacency.sum(1).T).permute(1, 2, 0) - adjacency
+    return (-strength * laplacian).contiguous()
 
 
 def pair_incidence(num_objects: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -3,6 +3,9 @@
 Springs and charged: ``loc_{split}_{system}{N}.npy`` and ``vel_...`` of shape [S, T, 2, N]
 (float64) and ``edges_...`` [S, N, N] (springs 0/1; charged q_i q_j in {-1, +1}, so its
 diagonal is +1). Kuramoto: ``feat_{split}_kuramoto{N}.npy`` [S, N, T, D] and ``edges_...``.
+Where graphs change over time (``switch_rate``) the edges file holds the graph in force at
+the time of each frame, [S, T, N, N], in the same convention; a reader tells the two apart
+by the number of dimensions.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class ReferenceWriter:
         num_objects: int,
         num_frames: int,
         num_features: int,
+        *,
+        per_frame: bool = False,
     ) -> None:
         self.system = system
         name = lambda kind: folder / reference_name(kind, split, system, num_objects)  # noqa: E731
@@ -93,10 +98,12 @@ class ReferenceWriter:
             shape = (num_sims, num_objects, num_frames, num_features)
             self.feat = open_(name("feat"), "w+", np.float64, shape)
         edge_dtype = np.int64 if system not in PARTICLE_SYSTEMS else np.float64
-        self.edges = open_(name("edges"), "w+", edge_dtype, (num_sims, num_objects, num_objects))
+        graphs = (num_sims, *((num_frames,) if per_frame else ()), num_objects, num_objects)
+        self.edges = open_(name("edges"), "w+", edge_dtype, graphs)
 
     def write(self, start: int, trajectories: np.ndarray, adjacency: np.ndarray) -> None:
-        """trajectories: [b, N, T, D]; adjacency: [b, N, N] integer types."""
+        """trajectories: [b, N, T, D]; adjacency: [b, N, N] integer types, or [b, T, N, N]
+        (the graph in force at each frame) for a writer made ``per_frame``."""
         stop = start + trajectories.shape[0]
         if self.system in PARTICLE_SYSTEMS:
             self.loc[start:stop] = trajectories[..., :2].transpose(0, 2, 3, 1)
@@ -115,7 +122,8 @@ def write_reference(folder: str | Path, splits: dict[str, TrajectoryDataset]) ->
     """Write raw (unnormalised) splits in the reference layout, named after their system.
 
     Springs and charged need features (x, y, vx, vy); any other system is written as
-    ``feat_`` files under its metadata's ``system`` name.
+    ``feat_`` files under its metadata's ``system`` name. Per-frame truth is written as
+    edges [S, T, N, N].
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +136,14 @@ def write_reference(folder: str | Path, splits: dict[str, TrajectoryDataset]) ->
         if system in PARTICLE_SYSTEMS and ds.num_features != 4:
             raise ValueError(f"{system} data need 4 features (x, y, vx, vy), got {ds.num_features}")
         writer = ReferenceWriter(
-            folder, split, system, len(ds), ds.num_objects, ds.num_frames, ds.num_features
+            folder,
+            split,
+            system,
+            len(ds),
+            ds.num_objects,
+            ds.num_frames,
+            ds.num_features,
+            per_frame=ds.dynamic,
         )
         writer.write(0, ds.trajectories.detach().cpu().double().numpy(), ds.adjacency.cpu().numpy())
         writer.close()
@@ -139,7 +154,8 @@ def read_reference(folder: str | Path, suffix: str | None = None) -> dict[str, T
     """Read every split present in a reference-layout folder.
 
     Positions and velocities become features (x, y, vx, vy); edge values become integer
-    types. Normalisation statistics are fitted on the training split where there is one
+    types, [S, N, N], or [S, T, N, N] where the edges file holds one graph per frame.
+    Normalisation statistics are fitted on the training split where there is one
     (positions and velocities each with one scalar min/max) and stored in each split's
     metadata. ``suffix`` (e.g. ``"springs5"``) picks one dataset where a folder holds several.
     """
@@ -206,11 +222,15 @@ def _read_split(
                 f"{files['feat']} has shape {trajectories.shape}; expected [S, {num_objects}, T, D]"
             )
     expected = (trajectories.shape[0], num_objects, num_objects)
-    if edges.shape != expected:
-        raise ValueError(f"{files['edges']} has shape {edges.shape}; expected {expected}")
+    per_frame = (trajectories.shape[0], trajectories.shape[2], num_objects, num_objects)
+    if edges.shape not in (expected, per_frame):
+        raise ValueError(
+            f"{files['edges']} has shape {edges.shape}; expected {expected} (one graph per "
+            f"trajectory) or {per_frame} (one graph per frame)"
+        )
     adjacency = edges_to_types(edges)
     n = num_objects
-    adjacency[:, np.arange(n), np.arange(n)] = 0
+    adjacency[..., np.arange(n), np.arange(n)] = 0
     x = torch.from_numpy(np.ascontiguousarray(trajectories, dtype=np.float64))
     check_finite(x, str(files["feat" if "feat" in files else "loc"]))
     metadata = {

@@ -26,9 +26,15 @@ import torch
 from torch import Tensor
 
 from nri_pyro._version import __version__
-from nri_pyro.data.dataset import FORMAT_VERSION, Normalizer, TrajectoryDataset
+from nri_pyro.data.dataset import (
+    DYNAMIC_FORMAT_VERSION,
+    FORMAT_VERSION,
+    Normalizer,
+    TrajectoryDataset,
+)
 from nri_pyro.data.io import NativeWriter, staging_folder, write_meta
 from nri_pyro.data.reference import SPLITS, ReferenceWriter
+from nri_pyro.data.switching import concat_initial
 from nri_pyro.data.systems import System, get_system
 from nri_pyro.logs import progress_bar
 
@@ -105,23 +111,27 @@ class _Blocks:
         self.system, self.params, self.graph = system, params, graph
         self.num_objects, self.num_frames = num_objects, num_frames
         self.seed, self.split, self.device, self.dtype = seed, split, device, dtype
+        self.dynamic = system.switches(params)
 
     def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """Simulations [start, stop) (block-aligned start): trajectories [b, N, T, D] on the
-        device and adjacency [b, N, N] on the CPU."""
+        device and, on the CPU, adjacency [b, N, N] (long), or where graphs change over time
+        the graph in force at each frame, [b, T, N, N] (int8)."""
         inits, gens, counts = [], [], []
+        # Flip times are drawn over the simulated time, so only switching systems need it.
+        extra = {"num_frames": self.num_frames} if self.dynamic else {}
         for block_start in range(start, stop, SEED_BLOCK):
             count = min(SEED_BLOCK, stop - block_start)
             gen = _block_generator(self.seed, self.split, block_start // SEED_BLOCK)
             # Every block draws its full size so that its first simulations never depend
             # on how many of them are kept.
-            init = self.system.initial(SEED_BLOCK, self.num_objects, self.params, gen)
+            init = self.system.initial(SEED_BLOCK, self.num_objects, self.params, gen, **extra)
             if self.graph is not None:  # one system observed many times
                 init["adjacency"] = self.graph.expand_as(init["adjacency"]).clone()
             inits.append({k: v[:count] for k, v in init.items()})
             gens.append(gen)
             counts.append(count)
-        init = {k: torch.cat([i[k] for i in inits]) for k in inits[0]}
+        init = concat_initial(inits)
         traj = self.system.run(
             init, self.num_frames, self.params, device=self.device, dtype=self.dtype
         )
@@ -134,6 +144,8 @@ class _Blocks:
                 ]
             )
             traj = traj + self.params.noise * eps.to(traj.device, traj.dtype)
+        if self.dynamic:
+            return traj, self.system.frame_adjacency(init, self.num_frames, self.params)
         return traj, init["adjacency"]
 
     def chunks(self, num_sims: int, chunk: int) -> Iterator[tuple[int, Tensor, Tensor]]:
@@ -196,8 +208,10 @@ def simulate(
     stream, so ``simulate(..., split="test")`` gives the test simulations that
     :func:`generate_dataset` would write with the same seed. ``graph`` (an N x N 0/1
     adjacency, springs and Kuramoto) fixes one graph for every simulation: one system
-    observed many times from different initial states. Trajectories are raw (not
-    normalised), [S, N, T, D] on ``device``; graphs [S, N, N] on the same device.
+    observed many times from different initial states (with ``switch_rate`` its edges
+    then flip as the parameter says). Trajectories are raw (not normalised), [S, N, T, D]
+    on ``device``; graphs [S, N, N] on the same device, or with ``switch_rate`` > 0
+    (springs, Kuramoto) the graph in force at the time of each frame, [S, T, N, N].
 
     Example::
 
@@ -221,7 +235,10 @@ def simulate(
             bar.update(traj.shape[0])
     shape = (0, num_objects, num_frames, len(sys_.feature_names))
     trajectories = torch.cat(trajs) if trajs else torch.empty(shape, dtype=dtype, device=dev)
-    adjacency = torch.cat(adjs) if adjs else torch.empty(0, num_objects, num_objects)
+    graph_shape: tuple[int, ...] = (num_objects, num_objects)
+    if blocks.dynamic:
+        graph_shape = (num_frames, *graph_shape)
+    adjacency = torch.cat(adjs) if adjs else torch.empty(0, *graph_shape)
     metadata = _metadata(sys_, parameters, num_objects, seed)
     metadata["split"] = split
     return TrajectoryDataset(trajectories, adjacency.to(dev), metadata)
@@ -257,6 +274,7 @@ def _round_chunk(chunk: int) -> int:
 
 
 def _metadata(system: System, params: Any, num_objects: int, seed: int) -> dict[str, Any]:
+    dynamic = system.switches(params)
     return {
         "system": system.name,
         "params": dataclasses.asdict(params),
@@ -264,7 +282,7 @@ def _metadata(system: System, params: Any, num_objects: int, seed: int) -> dict[
         "num_objects": num_objects,
         "feature_names": list(system.feature_names),
         "nri_pyro_version": __version__,
-        "format_version": FORMAT_VERSION,
+        "format_version": DYNAMIC_FORMAT_VERSION if dynamic else FORMAT_VERSION,
     }
 
 
@@ -298,7 +316,9 @@ def generate_dataset(
     frames (what training needs), checked before any work. The folder appears only when
     complete; an interrupted or terminated call leaves it as it was, and removes what a
     killed earlier call of the same ``out`` left behind. Returns the folder, which
-    :func:`~nri_pyro.data.io.load_dataset` reads.
+    :func:`~nri_pyro.data.io.load_dataset` reads. With ``switch_rate`` > 0 (springs,
+    Kuramoto) the true graphs are written per frame, [S, T, N, N] (the graph in force at
+    the time of each frame), in both formats.
     """
     sys_ = get_system(system)
     parameters = sys_.params(params)
@@ -325,6 +345,7 @@ def generate_dataset(
     sizes = {"train": train, "valid": valid, "test": test}
     frames = {"train": num_frames, "valid": num_frames, "test": test_frames}
     num_features = len(sys_.feature_names)
+    dynamic = sys_.switches(parameters)
     running_low = [np.inf] * len(sys_.norm_groups)
     running_high = [-np.inf] * len(sys_.norm_groups)
     started = time.perf_counter()
@@ -340,9 +361,9 @@ def generate_dataset(
             shape = (sizes[split], num_objects, frames[split], num_features)
             writer: NativeWriter | ReferenceWriter
             if format == "native":
-                writer = NativeWriter(tmp, split, *shape)
+                writer = NativeWriter(tmp, split, *shape, per_frame=dynamic)
             else:
-                writer = ReferenceWriter(tmp, split, system, *shape)
+                writer = ReferenceWriter(tmp, split, system, *shape, per_frame=dynamic)
             blocks = _Blocks(sys_, parameters, num_objects, frames[split], seed, split, dev, dtype)
             for start, traj, adj in blocks.chunks(sizes[split], chunk):
                 traj = traj.cpu()
@@ -357,9 +378,14 @@ def generate_dataset(
         meta = _metadata(sys_, parameters, num_objects, seed)
         meta.update(
             format="nri-pyro" if format == "native" else "nri",
-            version=FORMAT_VERSION,
+            version=DYNAMIC_FORMAT_VERSION if dynamic else FORMAT_VERSION,
             splits={
-                s: {"num_sims": sizes[s], "num_frames": frames[s], "has_graphs": True}
+                s: {
+                    "num_sims": sizes[s],
+                    "num_frames": frames[s],
+                    "has_graphs": True,
+                    **({"graphs_per_frame": True} if dynamic else {}),
+                }
                 for s in SPLITS
                 if sizes[s]
             },

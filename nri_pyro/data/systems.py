@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nri_pyro.data.kuramoto import KuramotoParams, kuramoto_initial, kuramoto_run
+from nri_pyro.data.kuramoto import (
+    KuramotoParams,
+    kuramoto_frame_adjacency,
+    kuramoto_initial,
+    kuramoto_run,
+)
 from nri_pyro.data.particles import (
     ChargedParams,
     SpringsParams,
     charged_initial,
     charged_run,
+    springs_frame_adjacency,
     springs_initial,
     springs_run,
 )
@@ -30,6 +37,9 @@ class System:
     ``norm_groups`` lists the feature indices that share one scalar min/max when the
     reference normalises a dataset (positions together, velocities together).
     ``frames_dropped`` is 1 where the reference drops the initial frame.
+    ``frame_adjacency(init, num_frames, params)`` gives the graph in force at each frame,
+    [B, T, N, N], for the systems whose graphs can change over time (``switch_rate``);
+    None for the others.
     """
 
     name: str
@@ -42,6 +52,7 @@ class System:
     train_frames: int = 49
     test_frames: int = 99
     cpu_chunk: int = 4_000
+    frame_adjacency: Callable[..., Any] | None = None
 
     def params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The paper's parameters with ``overrides`` applied, checked by name and type.
@@ -61,6 +72,11 @@ class System:
         params = dataclasses.replace(defaults, **checked)
         _check_params(self.name, params)
         return params
+
+    def switches(self, params: Any) -> bool:
+        """Whether graphs change over time under ``params`` (a ``switch_rate`` > 0): the
+        truth is then stored per frame, [S, T, N, N]."""
+        return self.frame_adjacency is not None and getattr(params, "switch_rate", 0.0) > 0
 
     def feature_indices(self, names: Sequence[str]) -> list[int]:
         """The positions of the named features (a chosen subset, in the given order)."""
@@ -121,6 +137,13 @@ def _check_params(name: str, params: Any) -> None:
     for key in ("sample_freq", "window_frames", "substeps"):
         if key in values and values[key] < 1:
             raise ValueError(f"{name}: {key} must be at least 1, got {values[key]}")
+    if "switch_rate" in values and not (
+        values["switch_rate"] >= 0 and math.isfinite(values["switch_rate"])
+    ):
+        raise ValueError(
+            f"{name}: switch_rate (edge flips per pair per unit of simulated time) must be a "
+            f"finite non-negative number, got {values['switch_rate']}"
+        )
     if "freq_min" in values and not values["freq_min"] < values["freq_max"]:
         raise ValueError(f"{name}: freq_min must be below freq_max, got {values}")
 
@@ -134,6 +157,7 @@ SYSTEMS: dict[str, System] = {
         PARTICLE_FEATURES,
         ((0, 1), (2, 3)),
         frames_dropped=1,
+        frame_adjacency=springs_frame_adjacency,
     ),
     "charged": System(
         "charged",
@@ -155,6 +179,7 @@ SYSTEMS: dict[str, System] = {
         KURAMOTO_FEATURES,
         (),
         frames_dropped=0,
+        frame_adjacency=kuramoto_frame_adjacency,
     ),
 }
 
