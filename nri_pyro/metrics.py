@@ -1,7 +1,9 @@
 """Evaluation metrics: edge accuracy and AUROC up to relabelling, rollout MSE, calibration.
 
 Edges come in the flattened layout [S, E], E = N(N-1) (receiver-major, diagonal skipped),
-with integer edge types 0..K-1 and edge-type probabilities [S, E, K].
+with integer edge types 0..K-1 and edge-type probabilities [S, E, K]. Graphs that change over
+time come per frame: truth [S, T, E] and probabilities [S, T, E, K]; their metrics count every
+(trajectory, frame, edge) once, and detect switch times (:func:`switch_detection`).
 
 Every metric here is accumulated over minibatches as sums and counts, so its value never
 depends on the batch size: each edge (or each prediction) counts once, and an incomplete last
@@ -15,6 +17,7 @@ batch). Skip-first decoders fix type 0 as "no edge"; pass ``anchor_first=True`` 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import Tensor
@@ -24,17 +27,17 @@ MAX_PERMUTED_TYPES = 6
 
 
 def _check_edges(probs: Tensor, true_types: Tensor) -> None:
-    """Validates probs [B, E, K] against true_types [B, E]."""
-    if probs.dim() != 3:
+    """Validates probs [B, E, K] against true_types [B, E], or per frame [B, T, E, K], [B, T, E]."""
+    if probs.dim() not in (3, 4):
         raise ValueError(
-            f"probs: expected shape [B, E, K] (samples, edges, edge types), "
-            f"got {tuple(probs.shape)}"
+            f"probs: expected shape [B, E, K] (samples, edges, edge types) or, per frame, "
+            f"[B, T, E, K] (samples, frames, edges, edge types), got {tuple(probs.shape)}"
         )
     if not probs.is_floating_point():
         raise ValueError(f"probs: expected a floating-point tensor, got dtype {probs.dtype}")
-    if true_types.shape != probs.shape[:2]:
+    if true_types.shape != probs.shape[:-1]:
         raise ValueError(
-            f"true_types: expected shape {tuple(probs.shape[:2])} to match probs "
+            f"true_types: expected shape {tuple(probs.shape[:-1])} to match probs "
             f"{tuple(probs.shape)}, got {tuple(true_types.shape)}"
         )
     _check_types(true_types, probs.shape[-1])
@@ -79,6 +82,8 @@ class EdgeAccumulator:
 
     Keeps the K x K confusion matrix and, for AUROC, every edge's probabilities and whether
     its true type is non-zero, all on the CPU (10,000 samples x 90 edges x K floats is small).
+    Updates are all static, [B, E, K], or all per frame, [B, T, E, K]: then every (sample,
+    frame, edge) counts as one edge, and the relabelling is taken over all frames together.
 
     The best relabelling maximises the number of correct edges over everything accumulated;
     it tries all permutations of the free labels, so at most ``MAX_PERMUTED_TYPES`` labels
@@ -89,6 +94,7 @@ class EdgeAccumulator:
 
     def __init__(self) -> None:
         self._confusion: Tensor | None = None
+        self._layout: tuple[int, ...] | None = None  # the layout of the first update
         self._probs: list[Tensor] = []
         self._present: list[Tensor] = []
 
@@ -99,19 +105,31 @@ class EdgeAccumulator:
 
     @property
     def count(self) -> int:
-        """Number of edges seen (samples x edges per sample, summed over batches)."""
+        """Number of edges seen (samples x [frames x] edges per sample, summed over batches)."""
         return 0 if self._confusion is None else int(self._confusion.sum())
 
     def update(self, probs: Tensor, true_types: Tensor) -> None:
-        """Adds one minibatch: probs [B, E, K] (edge-type probabilities), true_types [B, E]."""
+        """Adds one minibatch: probs [B, E, K] (edge-type probabilities), true_types [B, E].
+
+        Per frame: probs [B, T, E, K], true_types [B, T, E], in every update alike.
+        """
         _check_edges(probs, true_types)
         num_types = probs.shape[-1]
+        layout = tuple(probs.shape[1:-1])
         if self._confusion is None:
             self._confusion = torch.zeros(num_types, num_types, dtype=torch.long, device="cpu")
+            self._layout = layout
         elif num_types != self._confusion.shape[0]:
             raise ValueError(
                 f"probs: expected K = {self._confusion.shape[0]} edge types as in earlier "
                 f"updates, got K = {num_types}; use a new EdgeAccumulator per model"
+            )
+        elif len(layout) != len(self._layout):
+            names = {1: "static [B, E, K]", 2: "per-frame [B, T, E, K]"}
+            raise ValueError(
+                f"probs: expected {names[len(self._layout)]} edge probabilities as in earlier "
+                f"updates, got {names[len(layout)]} {tuple(probs.shape)}; use one "
+                f"EdgeAccumulator per layout"
             )
         probs = probs.detach().cpu().reshape(-1, num_types)
         true_types = true_types.detach().cpu().reshape(-1).long()
@@ -195,6 +213,129 @@ def edge_auroc(probs: Tensor, true_types: Tensor, anchor_first: bool = False) ->
     accumulator = EdgeAccumulator()
     accumulator.update(probs, true_types)
     return accumulator.auroc(anchor_first)
+
+
+# --- graphs that change over time -------------------------------------------------------
+def _check_frame_edges(probs: Tensor, true_types: Tensor) -> None:
+    """Validates per-frame probs [S, T, E, K] against per-frame true_types [S, T, E]."""
+    if probs.dim() != 4:
+        hint = (
+            "; for a static model's [S, E, K], repeat them over the T frames: "
+            "probs.unsqueeze(1).expand(-1, T, -1, -1)"
+            if probs.dim() == 3
+            else ""
+        )
+        raise ValueError(
+            f"probs: expected per-frame edge-type probabilities [S, T, E, K] (trajectories, "
+            f"frames, edges, edge types), got shape {tuple(probs.shape)}{hint}"
+        )
+    if true_types.shape != probs.shape[:-1]:
+        hint = (
+            "; that is one graph per trajectory: per-frame metrics need per-frame truth, "
+            "use edge_accuracy / edge_auroc for static graphs"
+            if true_types.shape == probs.shape[:1] + probs.shape[2:3]
+            else ""
+        )
+        raise ValueError(
+            f"true_types: expected per-frame edge types [S, T, E] = {tuple(probs.shape[:-1])} "
+            f"to match probs {tuple(probs.shape)}, got shape {tuple(true_types.shape)}{hint}"
+        )
+    _check_edges(probs, true_types)
+
+
+def _frame_accumulator(probs: Tensor, true_types: Tensor) -> EdgeAccumulator:
+    _check_frame_edges(probs, true_types)
+    accumulator = EdgeAccumulator()
+    accumulator.update(probs, true_types)
+    return accumulator
+
+
+def frame_edge_accuracy(probs: Tensor, true_types: Tensor, anchor_first: bool = False) -> float:
+    """Per-frame edge accuracy up to relabelling: probs [S, T, E, K], true_types [S, T, E].
+
+    The fraction of all (trajectory, frame, edge) triples whose relabelled argmax type equals
+    the true type; one relabelling for the whole set, as :func:`edge_accuracy` takes it.
+    """
+    return _frame_accumulator(probs, true_types).accuracy(anchor_first)
+
+
+def frame_edge_auroc(probs: Tensor, true_types: Tensor, anchor_first: bool = False) -> float:
+    """AUROC of "edge present" over all (trajectory, frame, edge) triples; nan if one class.
+
+    probs [S, T, E, K], true_types [S, T, E]; the score and relabelling of :func:`edge_auroc`.
+    """
+    return _frame_accumulator(probs, true_types).auroc(anchor_first)
+
+
+def edge_accuracy_by_frame(probs: Tensor, true_types: Tensor, anchor_first: bool = False) -> Tensor:
+    """Edge accuracy at each frame: [T] (float64, on probs' device).
+
+    probs [S, T, E, K], true_types [S, T, E]. Entry t is the fraction of the S x E edges at
+    frame t whose relabelled argmax type is right, with the one relabelling taken over the
+    whole set (all frames), so the mean over frames is :func:`frame_edge_accuracy`.
+    """
+    mapping = _frame_accumulator(probs, true_types).permutation(anchor_first)
+    mapping = torch.tensor(mapping, device=probs.device)  # mapping[predicted] = true
+    predicted = mapping[probs.detach().argmax(-1)]
+    correct = predicted == true_types.detach().to(probs.device)
+    return correct.double().mean(dim=(0, 2))
+
+
+def _switches(types: Tensor) -> Tensor:
+    """[S, T, E] types -> [S * E, T - 1] bool: entry t - 1 is True where frame t != frame t - 1."""
+    samples, gaps, edges = types[:, 1:].shape
+    changed = types[:, 1:] != types[:, :-1]  # [S, T - 1, E]
+    return changed.transpose(1, 2).reshape(samples * edges, gaps)
+
+
+def switch_detection(probs: Tensor, true_types: Tensor, tolerance: int) -> dict[str, float]:
+    """Precision and recall of detected switch times within +-``tolerance`` frames.
+
+    probs [S, T, E, K] per-frame edge-type probabilities, true_types [S, T, E].
+
+    - A true switch is a (trajectory, edge, frame t >= 1) whose true type differs from frame
+      t - 1's; a detected switch one whose argmax type differs from frame t - 1's. The best
+      relabelling of :func:`frame_edge_accuracy` is a one-to-one renaming of the types, so it
+      moves no detected switch: none is applied (and any K works).
+    - Matching is one-to-one within each (trajectory, edge): going through the detected
+      switches in time order, each takes the earliest still-unmatched true switch t with
+      |t - detected| <= tolerance, if any. As every window has the same width, this greedy
+      matching is a maximum one.
+    - precision = matched / detected switches, NaN when nothing is detected; recall =
+      matched / true switches, NaN when the truth has no switch.
+
+    Returns {"precision", "recall", "true_switches", "detected_switches", "matched"} (the
+    three counts as ints). A model with windows of W frames can only switch at window
+    starts; ``tolerance = W`` asks for a switch found in the right window or a neighbour.
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"tolerance: expected a whole number of frames >= 0, got {tolerance!r}")
+    _check_frame_edges(probs, true_types)
+    true = _switches(true_types.detach().to(probs.device))
+    detected = _switches(probs.detach().argmax(-1))
+    num_true, num_detected = int(true.sum()), int(detected.sum())
+    # Only (trajectory, edge) rows with both kinds of switch can match.
+    rows = true.any(-1) & detected.any(-1)
+    unmatched, detected = true[rows].clone(), detected[rows]
+    num_gaps = true.shape[1]
+    matched = 0
+    for t in range(num_gaps):
+        hits = detected[:, t]
+        if not hits.any():
+            continue
+        low, high = max(0, t - tolerance), min(num_gaps, t + tolerance + 1)
+        candidates = unmatched[:, low:high] & hits[:, None]
+        found = candidates.any(-1).nonzero().squeeze(-1)
+        first = low + candidates[found].to(torch.uint8).argmax(-1)  # the earliest True
+        unmatched[found, first] = False
+        matched += found.numel()
+    return {
+        "precision": matched / num_detected if num_detected else math.nan,
+        "recall": matched / num_true if num_true else math.nan,
+        "true_switches": num_true,
+        "detected_switches": num_detected,
+        "matched": matched,
+    }
 
 
 def _check_rollout(predictions: Tensor, target: Tensor) -> None:

@@ -5,7 +5,8 @@ Every function returns a :class:`matplotlib.figure.Figure` made with the object-
 let a notebook display it. Arrays may be numpy arrays or torch tensors.
 
 Edge conventions are the library's: ``adjacency[i, j]`` is the type of the influence of
-sender j on receiver i; flattened edges [E] are receiver-major without the diagonal.
+sender j on receiver i; flattened edges [E] are receiver-major without the diagonal. Graphs
+that change over time have edges per frame, [T, E] (:func:`plot_edges_over_time`).
 """
 
 from __future__ import annotations
@@ -284,6 +285,15 @@ def _draw_graph(
     ax.margins(0.2)
 
 
+def _edge_names(num_edges: int) -> list[str]:
+    """The names "j>i" (sender j, receiver i) of E = N(N-1) receiver-major edges."""
+    num_objects = (1 + math.isqrt(1 + 4 * num_edges)) // 2
+    if num_objects * (num_objects - 1) != num_edges:
+        raise ValueError(f"probs: needs E = N(N-1) edges for some N, got E = {num_edges}")
+    receivers, senders = np.nonzero(~np.eye(num_objects, dtype=bool))
+    return [f"{j}>{i}" for i, j in zip(receivers, senders, strict=True)]
+
+
 def plot_edge_probs(
     probs: Any,
     truth: Any = None,
@@ -303,9 +313,7 @@ def plot_edge_probs(
         p = p[None]
     if p.ndim != 3:
         raise ValueError(f"probs: expected [B, E, K] or [E, K], got shape {p.shape}")
-    num_objects = (1 + math.isqrt(1 + 4 * p.shape[1])) // 2
-    if num_objects * (num_objects - 1) != p.shape[1]:
-        raise ValueError(f"probs: needs E = N(N-1) edges for some N, got E = {p.shape[1]}")
+    names = _edge_names(p.shape[1])
     shown, label = _selected(p, no_edge, edge_type)
     true = None
     if truth is not None:
@@ -324,8 +332,6 @@ def plot_edge_probs(
         figsize=(max(5.0, 0.25 * p.shape[1] + 2), 1.5 + 2.5 * len(panels)), layout="constrained"
     )
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
-    receivers, senders = np.nonzero(~np.eye(num_objects, dtype=bool))
-    names = [f"{j}>{i}" for i, j in zip(receivers, senders, strict=True)]
     image = None
     for ax, (name, values) in zip(axes, panels, strict=True):
         image = ax.imshow(
@@ -336,6 +342,110 @@ def plot_edge_probs(
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     axes[-1].set_xlabel("edge (sender > receiver)")
     fig.colorbar(image, ax=list(axes), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# Up to this many edges, plot_edges_over_time draws one panel of lines per edge by default.
+MAX_LINE_PANELS = 8
+
+
+def plot_edges_over_time(
+    probs: Any,
+    true_types: Any = None,
+    edges: Sequence[int] | None = None,
+    *,
+    no_edge: int = 0,
+    edge_type: int | None = None,
+    kind: str = "auto",
+    title: str | None = None,
+) -> Figure:
+    """Inferred edge probabilities of one trajectory against the frame, beside the truth.
+
+    probs: [T, E, K] per-frame edge-type probabilities, shown as p(edge present) =
+    1 - p(``no_edge``), or p(``edge_type``) when given; or [T, E], already that probability.
+    true_types: [T, E] per-frame true types, shown as 1 where the type is not ``no_edge``
+    (or is ``edge_type``), else 0. edges: the indices (0..E-1, receiver-major, named "j>i"
+    for sender j, receiver i) to show; default all. ``kind="lines"`` gives one panel per
+    edge, the probability as a line and the truth as a dashed step line; ``"heatmap"`` two
+    aligned matrices, edges in rows and frames in columns (inferred above, truth below);
+    ``"auto"`` lines for up to ``MAX_LINE_PANELS`` edges, else heatmaps.
+    """
+    p = _array(probs, "probs")
+    if p.ndim == 3:
+        shown, label = _selected(p, no_edge, edge_type)
+    elif p.ndim == 2:
+        shown, label = p, "p(edge)"  # no_edge / edge_type then only read the truth
+    else:
+        raise ValueError(
+            f"probs: expected one trajectory's per-frame probabilities [T, E, K] (frames, "
+            f"edges, edge types) or [T, E] (p(edge)), got shape {p.shape}; for a batch "
+            f"[S, T, E, K], pass probs[s]"
+        )
+    num_frames, num_edges = shown.shape
+    if num_frames == 0:
+        raise ValueError("probs: expected at least one frame, got none")
+    names = _edge_names(num_edges)
+    if not np.all((shown >= 0) & (shown <= 1)):
+        raise ValueError(
+            f"probs: expected probabilities in [0, 1], got values in [{np.min(shown):.4g}, "
+            f"{np.max(shown):.4g}] (or NaN)"
+        )
+    true = None
+    if true_types is not None:
+        t = _array(true_types, "true_types")
+        if t.shape != shown.shape:
+            raise ValueError(
+                f"true_types: expected per-frame true edge types [T, E] = {list(shown.shape)} "
+                f"like probs, got shape {t.shape}"
+            )
+        true = ((t == edge_type) if edge_type is not None else (t != no_edge)).astype(float)
+    if edges is None:
+        edges = list(range(num_edges))
+    edges = list(edges)
+    bad = [e for e in edges if isinstance(e, bool) or not isinstance(e, int | np.integer)
+           or not 0 <= e < num_edges]  # fmt: skip
+    if not edges or bad:
+        raise ValueError(
+            f"edges: expected one or more edge indices in 0..{num_edges - 1}, got "
+            f"{bad if bad else 'none'}"
+        )
+    if kind == "auto":
+        kind = "lines" if len(edges) <= MAX_LINE_PANELS else "heatmap"
+    if kind not in ("lines", "heatmap"):
+        raise ValueError(f"kind: expected 'auto', 'lines' or 'heatmap', got {kind!r}")
+    frames = np.arange(num_frames)
+    if kind == "lines":
+        fig = Figure(figsize=(7, 0.4 + 1.1 * len(edges)), layout="constrained")
+        axes = fig.subplots(len(edges), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, e in zip(axes, edges, strict=True):
+            ax.plot(frames, shown[:, e], color="tab:blue", lw=1.5, label=f"inferred {label}")
+            if true is not None:
+                ax.step(frames, true[:, e], where="mid", color="k", ls="--", lw=1, label="true")
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_ylabel(names[e], rotation=0, ha="right", va="center")
+        axes[0].legend(fontsize=7, loc="upper right", ncols=2)
+        axes[-1].set_xlabel("frame")
+    else:
+        panels = [(f"inferred {label}", shown[:, edges].T)] + (
+            [("true", true[:, edges].T)] if true is not None else []
+        )
+        fig = Figure(
+            figsize=(max(5.0, 0.12 * num_frames + 2), 1 + len(panels) * (0.6 + 0.16 * len(edges))),
+            layout="constrained",
+        )
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        image = None
+        for ax, (name, values) in zip(axes, panels, strict=True):
+            image = ax.imshow(
+                values, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest"
+            )
+            ax.set(title=name, ylabel="edge (sender > receiver)")
+            if len(edges) <= 42:
+                ax.set_yticks(range(len(edges)), [names[e] for e in edges], fontsize=7)
+        axes[-1].set_xlabel("frame")
+        fig.colorbar(image, ax=list(axes), shrink=0.8)
     if title:
         fig.suptitle(title)
     return fig
