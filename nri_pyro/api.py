@@ -209,15 +209,25 @@ class NRI:
 
     @torch.no_grad()
     def infer_edges(
-        self, data: TrajectoryDataset | Tensor, *, batch_size: int = 256, as_adjacency: bool = False
+        self,
+        data: TrajectoryDataset | Tensor,
+        *,
+        batch_size: int = 256,
+        as_adjacency: bool = False,
+        per_frame: bool = False,
     ) -> Tensor:
-        """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``."""
+        """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``.
+
+        A dynamic graph (``graph.dynamic``) has them per window, [S, W, E, K]. With
+        ``per_frame``, every frame gets its window's (a static graph's: its one graph):
+        [S, T, E, K] (or [S, T, N, N, K])."""
         model, guide, _ = self._require_fitted()
         x, _ = self._inputs(data)
         batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
+        probs_of = guide.frame_edge_probs if per_frame else guide.edge_probs
         with eval_mode(guide):
             probs = torch.cat([
-                guide.edge_probs(x[i : i + batch_size].to(self.device)).cpu()
+                probs_of(x[i : i + batch_size].to(self.device)).cpu()
                 for i in range(0, x.shape[0], batch_size)
             ])  # fmt: skip
         if as_adjacency:
@@ -230,7 +240,8 @@ class NRI:
 
         The encoder reads the first frames it was trained on; the decoder starts from the
         last given frame (an RNN decoder burns in on all of them). Edges are the posterior's
-        most likely types. Returns [S, N, steps, D].
+        most likely types (a dynamic graph's: its last window's after the data end).
+        Returns [S, N, steps, D].
         """
         model, guide, normalizer = self._require_fitted()
         x, _ = self._inputs(data)

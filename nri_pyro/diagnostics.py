@@ -301,6 +301,12 @@ def sample_posterior(
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     model, guide, x, _, normalizer, device = fitted_inputs(fitted, data)
+    if getattr(model, "dynamic", False):
+        raise ValueError(
+            "posterior draws for ArviZ are not supported for a dynamic graph (graph.dynamic) "
+            "yet: use NRI.infer_edges(data, per_frame=True) for its edge probabilities, and "
+            "nri_pyro.evaluation.importance_log_weights for its log evidence"
+        )
     draws: list[dict[str, Any]] = []
     with torch.no_grad(), eval_mode(model, guide), seeded(seed, device):
         for _ in range(num_samples):

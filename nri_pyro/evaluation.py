@@ -9,6 +9,7 @@ training and evaluation share: normalisation statistics and normalised inputs.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pyro
@@ -19,10 +20,12 @@ from torch import Tensor
 
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.guide import NRIGuide
-from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator
+from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator, switch_detection
 from nri_pyro.model import NRIModel, check_trajectories
 from nri_pyro.nn import MLPDecoder, recompute_threshold
 from nri_pyro.nn.modes import eval_mode
+
+logger = logging.getLogger(__name__)
 
 ROLLOUT_PREFIX = 50  # the encoder reads frames 0..48; the rollout starts at frame 49
 ROLLOUT_STEPS = 20
@@ -47,7 +50,8 @@ def normalizer_for(train: TrajectoryDataset) -> Normalizer:
 
 
 def prepare(data: TrajectoryDataset, normalizer: Normalizer) -> tuple[Tensor, Tensor | None]:
-    """Normalised float32 trajectories [S, N, T, D] and flattened true edges [S, E] (or None)."""
+    """Normalised float32 trajectories [S, N, T, D] and flattened true edges [S, E] (or None;
+    [S, T, E] for graphs that change over time)."""
     check_trajectories(data.trajectories)
     x = normalizer.apply(data.trajectories.double()).float()
     edges = data.edges if data.adjacency is not None else None
@@ -110,6 +114,15 @@ def evaluate(
       latents' terms counted once, not once per batch: the same for any batch size);
     - mse_1 .. mse_20: rollout error after k steps from frame 49, where T >= 70.
 
+    Graphs that change over time: with per-frame truth ``edges`` [S, T, E], or a dynamic
+    model (``graph.dynamic``), the edge metrics are per frame: every (trajectory, frame,
+    edge) counts once, against the probabilities of the window holding the frame (a
+    static model's one graph at every frame; static truth repeated over the frames), with
+    one relabelling for the whole set. Per-frame truth adds switch_precision and
+    switch_recall: switches of the argmax type found within +-W frames of a true switch
+    (:func:`nri_pyro.metrics.switch_detection`; W is the model's window, 0 for a static
+    model, which never switches), and switches_true / switches_detected, their counts.
+
     Runs in eval mode with a fixed seed for the Gumbel noise, without touching the
     global RNG state.
     """
@@ -119,6 +132,19 @@ def evaluate(
     frames = guide.num_frames
     elbo = objective(objective_name)
     accumulator = EdgeAccumulator() if edges is not None else None
+    per_frame = edges is not None and (edges.dim() == 3 or model.dynamic)
+    if edges is not None and edges.dim() == 3 and edges.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"per-frame edges must be [S, T, E] with T = {x.shape[2]} (the trajectories' "
+            f"frames), got shape {tuple(edges.shape)}"
+        )
+    if per_frame and not model.dynamic:
+        logger.info(
+            "per-frame truth and a static model: its one graph per trajectory is scored at "
+            "every frame"
+        )
+    switch_counts = {"true_switches": 0, "detected_switches": 0, "matched": 0}
+    tolerance = model.structure.window or 0
     rollout = MSEAccumulator()
     totals = {"nll": 0.0, "mse": 0.0, "elbo_loss": 0.0}
     count = x.shape[0]
@@ -129,8 +155,18 @@ def evaluate(
         torch.manual_seed(EVAL_SEED)
         for batch in _batches(count, batch_size):
             xb = x[batch].to(device)
-            if accumulator is not None:
+            if accumulator is not None and not per_frame:
                 accumulator.update(guide.edge_probs(xb).cpu(), edges[batch].cpu())
+            elif accumulator is not None:
+                probs = guide.frame_edge_probs(xb).cpu()
+                truth = edges[batch].cpu()
+                if truth.dim() == 2:  # one graph per trajectory, at every frame
+                    truth = truth[:, None].expand(-1, probs.shape[1], -1)
+                accumulator.update(probs, truth)
+                if edges.dim() == 3:
+                    found = switch_detection(probs, truth, tolerance)
+                    for key in switch_counts:
+                        switch_counts[key] += found[key]
             xt = xb[:, :, :frames]
             z = guide.sample_edges(xb)
             err = (model.predict(xt, z) - xt[:, :, 1:]).square()
@@ -152,6 +188,11 @@ def evaluate(
         metrics["edge_accuracy"] = accumulator.accuracy(anchor_first)
         metrics["edge_auroc"] = accumulator.auroc(anchor_first)
         metrics["edge_density"] = accumulator.density(anchor_first)
+    if per_frame and edges.dim() == 3:
+        true, detected, matched = (switch_counts[k] for k in switch_counts)
+        metrics["switch_precision"] = matched / detected if detected else math.nan
+        metrics["switch_recall"] = matched / true if true else math.nan
+        metrics["switches_true"], metrics["switches_detected"] = true, detected
     if _has_rollout(x):
         per_step = rollout.result()
         for k in range(ROLLOUT_STEPS):
@@ -184,46 +225,83 @@ def importance_log_weights(
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     device = torch.device(device)
-    k = model.num_edge_types
-    structure = model.structure
+    weigh = _dynamic_log_weights if model.dynamic else _static_log_weights
     out = []
     devices = [device] if device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
         for batch in _batches(x.shape[0], batch_size):
             xt = x[batch, :, : guide.num_frames].to(device)
-            b = xt.shape[0]
-            layout = structure.layout(xt.shape[1], xt.device)
-            probs = guide.slot_probs(xt)  # [B or 1, U, K]
-            known = structure.known_slots(None, None, layout, b)
-            latent = torch.ones(probs.shape[:-1], dtype=torch.bool, device=xt.device)
-            if known is not None:
-                latent = ~known[1][: probs.shape[0]]
-            weights = []
-            per_pass = max(1, batch_size // b)  # samples decoded together, as one batch
-            for first in range(0, num_samples, per_pass):
-                s = min(per_pass, num_samples - first)
-                prior_probs = (
-                    torch.stack([_prior_probs(model, guide, probs, xt) for _ in range(s)])
-                    .unsqueeze(-2)
-                    .unsqueeze(-2)
-                )  # [s, 1, 1, K]
-                types = dist.Categorical(probs=probs).sample((s,))  # [s, B or 1, U]
-                z = torch.nn.functional.one_hot(types, k).to(xt.dtype)
-                z = layout.to_edges(z).expand(s, b, -1, -1).flatten(0, 1)
-                xs = xt.expand(s, *xt.shape).flatten(0, 1)
-                loc = model.predict(xs, z)
-                sigma = model.sigma.to(loc.dtype)
-                log_lik = dist.Normal(loc, sigma).log_prob(xs[:, :, 1:]).sum((1, 2, 3))
-                log_w = log_lik.view(s, b)
-                if not structure.shared:
-                    index = types.unsqueeze(-1)
-                    log_prior = prior_probs.log().expand(s, *probs.shape).gather(-1, index)
-                    log_q = probs.log().expand(s, *probs.shape).gather(-1, index)
-                    log_w = log_w + ((log_prior - log_q).squeeze(-1) * latent).sum(-1)
-                weights.append(log_w)
-            out.append(torch.cat(weights).T.cpu())
+            out.append(weigh(model, guide, xt, num_samples, batch_size).cpu())
     return torch.cat(out)
+
+
+def _static_log_weights(
+    model: NRIModel, guide: NRIGuide, xt: Tensor, num_samples: int, batch_size: int
+) -> Tensor:
+    """The importance log-weights of one batch xt of a static graph: [B, num_samples]."""
+    k, structure, b = model.num_edge_types, model.structure, xt.shape[0]
+    layout = structure.layout(xt.shape[1], xt.device)
+    probs = guide.slot_probs(xt)  # [B or 1, U, K]
+    known = structure.known_slots(None, None, layout, b)
+    latent = torch.ones(probs.shape[:-1], dtype=torch.bool, device=xt.device)
+    if known is not None:
+        latent = ~known[1][: probs.shape[0]]
+    weights = []
+    per_pass = max(1, batch_size // b)  # samples decoded together, as one batch
+    for first in range(0, num_samples, per_pass):
+        s = min(per_pass, num_samples - first)
+        prior_probs = (
+            torch.stack([_prior_probs(model, guide, probs, xt) for _ in range(s)])
+            .unsqueeze(-2)
+            .unsqueeze(-2)
+        )  # [s, 1, 1, K]
+        types = dist.Categorical(probs=probs).sample((s,))  # [s, B or 1, U]
+        z = torch.nn.functional.one_hot(types, k).to(xt.dtype)
+        z = layout.to_edges(z).expand(s, b, -1, -1).flatten(0, 1)
+        xs = xt.expand(s, *xt.shape).flatten(0, 1)
+        loc = model.predict(xs, z)
+        sigma = model.sigma.to(loc.dtype)
+        log_lik = dist.Normal(loc, sigma).log_prob(xs[:, :, 1:]).sum((1, 2, 3))
+        log_w = log_lik.view(s, b)
+        if not structure.shared:
+            index = types.unsqueeze(-1)
+            log_prior = prior_probs.log().expand(s, *probs.shape).gather(-1, index)
+            log_q = probs.log().expand(s, *probs.shape).gather(-1, index)
+            log_w = log_w + ((log_prior - log_q).squeeze(-1) * latent).sum(-1)
+        weights.append(log_w)
+    return torch.cat(weights).T
+
+
+def _dynamic_log_weights(
+    model: NRIModel, guide: NRIGuide, xt: Tensor, num_samples: int, batch_size: int
+) -> Tensor:
+    """The importance log-weights of one batch xt of a dynamic graph: [B, num_samples].
+
+    z is one type per slot and window, drawn from the guide's categorical probabilities;
+    log p(z) is the prior's chain (:meth:`~nri_pyro.priors.EdgePrior.window_distribution`,
+    the model's own transitions, read as categorical probabilities given the previous
+    window's one-hot types). One sample is decoded at a time."""
+    k, b = model.num_edge_types, xt.shape[0]
+    layout = model.structure.layout(xt.shape[1], xt.device)
+    probs = guide.slot_probs(xt)  # [B, W, U, K]
+    weights = []
+    for _ in range(num_samples):
+        state = _prior_probs(model, guide, probs, xt)
+        types = dist.Categorical(probs=probs).sample()  # [B, W, U]
+        z = torch.nn.functional.one_hot(types, k).to(xt.dtype)
+        log_prior = torch.zeros(b, dtype=xt.dtype, device=xt.device)
+        previous = None
+        for w in range(z.shape[1]):
+            site = model.prior.window_distribution(state, previous, [b, layout.num_slots])
+            chosen = site.probs.gather(-1, types[:, w, :, None]).squeeze(-1)
+            log_prior += chosen.log().sum(-1)
+            previous = z[:, w]
+        log_q = probs.gather(-1, types[..., None]).log().sum((1, 2, 3))
+        loc = model.predict(xt, layout.to_edges(z))
+        log_lik = dist.Normal(loc, model.sigma.to(loc.dtype)).log_prob(xt[:, :, 1:])
+        weights.append(log_lik.sum((1, 2, 3)) + log_prior - log_q)
+    return torch.stack(weights, dim=1)
 
 
 def _prior_probs(model: NRIModel, guide: NRIGuide, slot_probs: Tensor, like: Tensor) -> Tensor:

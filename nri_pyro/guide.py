@@ -5,7 +5,10 @@ model spec's graph structure shapes it like the model's site: with ``symmetric``
 of (i, j) and (j, i) are averaged into one per unordered pair; with ``shared`` the one
 graph's logits are the mean of the minibatch's (a pooled guide), with a running average of
 them kept for evaluation. A prior with global latents brings its own guide module
-(:meth:`nri_pyro.priors.EdgePrior.make_guide`), fed the edge-type probabilities.
+(:meth:`nri_pyro.priors.EdgePrior.make_guide`), fed the edge-type probabilities. A dynamic
+graph (``graph.dynamic``) gets one q(z_bw | x_b) per window w, each from the encoder
+reading that window with ``window_context`` frames either side (a sliding-window encoder),
+sampled in the model's order.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
 from nri_pyro.distributions import EdgeTypes
-from nri_pyro.model import check_edges, check_trajectories, sample_edges, trajectories_plate
+from nri_pyro.model import (
+    check_edges,
+    check_trajectories,
+    sample_edges,
+    trajectories_plate,
+    window_site,
+)
 from nri_pyro.nn import MLPEncoder, full_graph
 from nri_pyro.nn.parallel import global_batch_norms, global_count, global_sum, paused
 from nri_pyro.priors import EdgePrior, GraphStructure, UniformPrior
@@ -62,14 +72,34 @@ class NRIGuide(PyroModule):
         encoder = spec["encoder"]
         cls = ENCODERS[encoder["name"]]
         kwargs = component_kwargs(encoder)
+        self.structure = structure or GraphStructure(None, num_edge_types)
+        # A dynamic graph's windows: the encoder reads each window and `window_context`
+        # frames either side of it (a sliding-window encoder), `encoder_frames` in all.
+        self.window_context = int(spec.get("window_context") or 0)
+        self.encoder_frames = num_frames
+        if self.structure.window is not None:
+            self.encoder_frames = self.structure.window + 2 * self.window_context
+            needed = getattr(cls, "min_frames", 1)
+            if self.encoder_frames < needed:
+                raise ValueError(
+                    f"the {cls.__name__} needs at least {needed} frames, but a window of "
+                    f"graph.dynamic.window={self.structure.window} with window_context="
+                    f"{self.window_context} on each side gives it {self.encoder_frames}: "
+                    f"raise the window or the guide's window_context"
+                )
+            if num_frames < self.encoder_frames:
+                raise ValueError(
+                    f"the trajectories have {num_frames} frames, fewer than the "
+                    f"{self.encoder_frames} that the encoder reads per window"
+                )
         if cls is MLPEncoder:
-            network = cls(num_frames, num_features, num_edge_types=num_edge_types, **kwargs)
+            network = cls(self.encoder_frames, num_features, num_edge_types=num_edge_types,
+                          **kwargs)  # fmt: skip
         else:
             network = cls(num_features, num_edge_types=num_edge_types, **kwargs)
         # Batch norms with the global batch's statistics in a data-parallel step (and
         # BatchNorm1d's own elsewhere): W processes train what one process trains.
         self.encoder = global_batch_norms(network)
-        self.structure = structure or GraphStructure(None, num_edge_types)
         self.prior_guide = (prior or UniformPrior(num_edge_types)).make_guide()
         self.num_objects = num_objects
         if self.structure.shared:
@@ -90,8 +120,20 @@ class NRIGuide(PyroModule):
             prior=model.prior, structure=model.structure, num_objects=num_objects,
         )  # fmt: skip
 
+    @property
+    def dynamic(self) -> bool:
+        """Whether the model's graph changes over time: logits per window."""
+        return self.structure.window is not None
+
     def check_frames(self, num_frames: int, where: str = "the trajectories") -> None:
         """A clear error when the encoder cannot read trajectories of ``num_frames`` frames."""
+        if self.dynamic:
+            if num_frames < self.encoder_frames:
+                raise ValueError(
+                    f"the encoder reads {self.encoder_frames} frames per window, but {where} "
+                    f"have {num_frames}"
+                )
+            return
         if isinstance(self.encoder, MLPEncoder) and num_frames < self.num_frames:
             raise ValueError(
                 f"the MLP encoder reads {self.num_frames} frames (its training length), "
@@ -106,17 +148,39 @@ class NRIGuide(PyroModule):
 
     def logits(self, x: Tensor) -> Tensor:
         """Edge-type logits [B, E, K] from the first ``num_frames`` frames of x: [B, N, T, D],
-        in x's dtype (also when the encoder ran under autocast)."""
+        in x's dtype (also when the encoder ran under autocast). A dynamic graph's:
+        [B, W, E, K], one per window of the whole of x (:meth:`window_frames`)."""
         check_trajectories(x, self.num_features)
         self.check_frames(x.shape[2])
-        logits = self.encoder(x[:, :, : self.num_frames], self.graph_for(x.shape[1], x.device))
-        return logits.to(x.dtype)
+        graph = self.graph_for(x.shape[1], x.device)
+        if self.dynamic:
+            frames = self.window_frames(x.shape[2], x.device)  # [W, L]
+            batch, n, _, d = x.shape
+            windows = x[:, :, frames.flatten()].unflatten(2, tuple(frames.shape))
+            windows = windows.transpose(1, 2).reshape(-1, n, frames.shape[1], d)
+            return self.encoder(windows, graph).unflatten(0, (batch, -1)).to(x.dtype)
+        return self.encoder(x[:, :, : self.num_frames], graph).to(x.dtype)
+
+    def window_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
+        """The frames the encoder reads for each window of a dynamic graph: [W, L].
+
+        Window w covers frames [w W, (w + 1) W) (the last also the T mod W left over); the
+        encoder reads the L = W + 2 window_context frames centred on it, shifted to lie
+        within the trajectory."""
+        window, length = self.structure.window, self.encoder_frames
+        count = self.structure.num_windows(num_frames)
+        starts = torch.arange(count, device=device) * window
+        ends = (starts + window).clamp(max=num_frames)
+        ends[-1] = num_frames
+        first = torch.div(starts + ends - length, 2, rounding_mode="floor")
+        first = first.clamp(min=0, max=num_frames - length)
+        return first[:, None] + torch.arange(length, device=device)
 
     def slot_logits(self, x: Tensor) -> Tensor:
         """Logits of the latent slots: [B, U, K] per trajectory, or [U, K] for a shared graph
         (the minibatch's pooled logits in training, their running average in evaluation)."""
         layout = self.structure.layout(x.shape[1], x.device)
-        logits = layout.logits_to_slots(self.logits(x))
+        logits = layout.logits_to_slots(self.logits(x))  # [B, (W,) U, K]
         if not self.structure.shared:
             return logits
         if x.shape[1] != self.num_objects:
@@ -158,18 +222,32 @@ class NRIGuide(PyroModule):
 
     def edge_probs(self, x: Tensor) -> Tensor:
         """Posterior edge-type probabilities of every ordered pair [B, E, K] (known edges of
-        the spec one-hot; both directions equal when symmetric; one graph when shared)."""
+        the spec one-hot; both directions equal when symmetric; one graph when shared); a
+        dynamic graph's per window, [B, W, E, K]."""
         probs = self.slot_probs(x)
         layout = self.structure.layout(x.shape[1], x.device)
-        return layout.to_edges(probs).expand(x.shape[0], -1, -1)
+        edges = layout.to_edges(probs)
+        return edges if self.dynamic else edges.expand(x.shape[0], -1, -1)
+
+    def frame_edge_probs(self, x: Tensor) -> Tensor:
+        """Edge-type probabilities of every frame of x: [B, T, E, K] (a static graph's
+        repeated over the frames; a dynamic graph's window's at each frame)."""
+        probs = self.edge_probs(x)
+        frames = x.shape[2]
+        if not self.dynamic:
+            return probs[:, None].expand(-1, frames, -1, -1)
+        window = self.structure.window_of_frames(frames, x.device)
+        return probs.index_select(1, window)
 
     def sample_edges(self, x: Tensor, hard: bool = True) -> Tensor:
         """One relaxed (or, with ``hard``, one-hot) sample of every ordered pair's type,
-        drawn per latent slot: [B, E, K] (both directions equal when symmetric)."""
+        drawn per latent slot: [B, E, K] (both directions equal when symmetric); a dynamic
+        graph's per window, [B, W, E, K]."""
         probs = self.slot_probs(x)
         z = EdgeTypes(self.temperature, probs=probs, hard=hard).rsample()
         layout = self.structure.layout(x.shape[1], x.device)
-        return layout.to_edges(z).expand(x.shape[0], -1, -1)
+        edges = layout.to_edges(z)
+        return edges if self.dynamic else edges.expand(x.shape[0], -1, -1)
 
     def forward(
         self,
@@ -181,6 +259,8 @@ class NRIGuide(PyroModule):
         kl_weight: float = 1.0,
     ) -> Tensor:
         check_edges(edges, edge_mask, x, self.num_edge_types)
+        if self.dynamic:
+            return self._forward_dynamic(x, edges, num_trajectories, kl_weight)
         batch = x.shape[0]
         logits = self.slot_logits(x)
         layout = self.structure.layout(x.shape[1], x.device)
@@ -198,3 +278,24 @@ class NRIGuide(PyroModule):
             q, trajectories_plate(x, num_trajectories), known, shared=self.structure.shared,
             kl_weight=kl_weight, replicated=paused(),
         )  # fmt: skip
+
+    def _forward_dynamic(
+        self, x: Tensor, edges: Tensor | None, num_trajectories: int | None, kl_weight: float
+    ) -> Tensor:
+        """q(z_w | x) per window, independent given x (mean field), in the model's order."""
+        if edges is not None:
+            raise ValueError("a dynamic graph (graph.dynamic) takes no known edges")
+        batch = x.shape[0]
+        logits = self.slot_logits(x)  # [B, W, U, K]
+        if self.prior_guide is not None:
+            scale = (num_trajectories or batch) / batch
+            with poutine.scale(scale=kl_weight):
+                self.prior_guide(torch.softmax(logits, -1), scale)
+        plate = trajectories_plate(x, num_trajectories)
+        windows = []
+        for w in pyro.markov(range(logits.shape[1])):
+            q = EdgeTypes(self.temperature, logits=logits[:, w], hard=self.hard)
+            windows.append(
+                sample_edges(q, plate, None, shared=False, kl_weight=kl_weight, name=window_site(w))
+            )
+        return torch.stack(windows, dim=1)

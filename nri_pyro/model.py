@@ -8,8 +8,9 @@ For each trajectory b in a plate over trajectories:
 
 sigma is fixed (the paper's variance 5e-5) or learned (``likelihood.learn_variance``), one
 for all features or, with ``likelihood.per_feature``, one per feature: a feature the
-decoder cannot predict well (Kuramoto's sin phi between frames) then gets a broad
-likelihood of its own instead of drowning the others' gradients.
+decoder cannot predict well then gets a broad likelihood of its own instead of drowning
+the others' gradients. (A learned sigma of a feature it predicts exactly, one constant
+in time, shrinks without end: learn them only for features that move.)
 
 The decoder passes messages only along the sampled edges and follows NRI's multi-step
 scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
@@ -34,7 +35,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from nri_pyro.nn import MLPDecoder, full_graph
-from nri_pyro.priors import GraphStructure, build_prior
+from nri_pyro.priors import GraphStructure, build_prior, check_dynamic
 from nri_pyro.specs import DECODER_SCHEME_KEYS, DECODERS, component_kwargs
 
 
@@ -85,19 +86,26 @@ def sample_edges(
     shared: bool,
     kl_weight: float,
     replicated: contextlib.AbstractContextManager | None = None,
+    name: str = "edges",
 ) -> Tensor:
     """The ``edges`` site, as the model and the guide both write it: its density without
     the known slots, scaled by ``kl_weight`` (KL annealing). A shared graph is one sample
     [U, K] outside the plate (under ``replicated``, the guide's data-parallel pause: the
     same in every process); otherwise one [B, U, K] per trajectory under ``plate``, the
-    plate over the minibatch's trajectories (:func:`trajectories_plate`)."""
+    plate over the minibatch's trajectories (:func:`trajectories_plate`). A dynamic graph
+    names one site per window (``edges_0``, ``edges_1``, ... : :func:`window_site`)."""
     if known is not None:
         site = site.mask(~(known[1][0] if shared else known[1]))
     if shared:
         with poutine.scale(scale=kl_weight), replicated or contextlib.nullcontext():
-            return pyro.sample("edges", site.to_event(1))
+            return pyro.sample(name, site.to_event(1))
     with plate, poutine.scale(scale=kl_weight):
-        return pyro.sample("edges", site.to_event(1))
+        return pyro.sample(name, site.to_event(1))
+
+
+def window_site(window: int) -> str:
+    """The name of a dynamic graph's edge site of window ``window``."""
+    return f"edges_{window}"
 
 
 class NRIModel(PyroModule):
@@ -134,6 +142,7 @@ class NRIModel(PyroModule):
         )
         self.prior = build_prior(spec["prior"], self.num_edge_types)
         self.structure = GraphStructure(spec.get("graph"), self.num_edge_types)
+        check_dynamic(self.prior, self.structure, decoder["name"])
         likelihood = spec["likelihood"]
         log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"]))
         if likelihood.get("per_feature", False):  # one noise scale per feature: [D]
@@ -148,10 +157,27 @@ class NRIModel(PyroModule):
         """The likelihood's standard deviation: a scalar, or [D] with ``per_feature``."""
         return self.log_sigma.exp()
 
+    @property
+    def dynamic(self) -> bool:
+        """Whether the graph changes over time (``graph.dynamic``): edges per window."""
+        return self.structure.window is not None
+
+    def edges_per_step(self, z: Tensor, first: int, steps: int) -> Tensor:
+        """A dynamic graph's window edges z: [B, W, E, K] -> the edges of the steps that
+        start at frames first .. first + steps - 1: [B, steps, E, K]. Frame t belongs to
+        window min(t // window, W - 1), so z may hold the windows of a longer trajectory
+        (the last window takes the frames left over)."""
+        frames = torch.arange(first, first + steps, device=z.device)
+        index = (frames // self.structure.window).clamp(max=z.shape[1] - 1)
+        return z.index_select(1, index)
+
     def predict(self, x: Tensor, z: Tensor) -> Tensor:
-        """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K], in
-        x's dtype (also when the decoder ran under autocast)."""
+        """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K]
+        (a dynamic graph's: [B, W, E, K] per window), in x's dtype (also when the decoder
+        ran under autocast)."""
         graph = self.graph_for(x.shape[1], x.device)
+        if self.dynamic:
+            z = self.edges_per_step(z, 0, x.shape[2] - 1)
         if self.burn_in_steps is not None:
             loc = self.decoder(x, z, graph, self.prediction_steps, burn_in_steps=self.burn_in_steps)
         else:
@@ -159,8 +185,11 @@ class NRIModel(PyroModule):
         return loc.to(x.dtype)
 
     def rollout(self, x_prefix: Tensor, z: Tensor, steps: int) -> Tensor:
-        """Predict ``steps`` frames after the prefix on the decoder's own: [B, N, steps, D]."""
+        """Predict ``steps`` frames after the prefix on the decoder's own: [B, N, steps, D]
+        (a dynamic graph's z: the windows of a trajectory that goes on after the prefix)."""
         graph = self.graph_for(x_prefix.shape[1], x_prefix.device)
+        if self.dynamic:  # the windows' edges of the steps after the prefix
+            z = self.edges_per_step(z, x_prefix.shape[2] - 1, steps)
         if isinstance(self.decoder, MLPDecoder):  # Markovian: start from the last prefix frame
             return self.decoder.rollout(x_prefix[:, :, -1], z, graph, steps)
         return self.decoder.rollout(x_prefix, z, graph, steps)
@@ -176,6 +205,8 @@ class NRIModel(PyroModule):
     ) -> Tensor:
         check_trajectories(x, self.num_features)
         check_edges(edges, edge_mask, x, self.num_edge_types)
+        if self.dynamic:
+            return self._forward_dynamic(x, edges, num_trajectories, kl_weight)
         batch, num_objects = x.shape[:2]
         k, shared = self.num_edge_types, self.structure.shared
         layout = self.structure.layout(num_objects, x.device)
@@ -200,6 +231,42 @@ class NRIModel(PyroModule):
                 z = torch.where(known[1].unsqueeze(-1), one_hot, z)
             z = layout.to_edges(z)
             # x[t+1] ~ Normal(decoder(x, z)[t], sigma), messages only along the edges of z.
+            loc = self.predict(x, z)
+            likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
+            pyro.sample("x", likelihood, obs=x[:, :, 1:])
+        return z
+
+    def _forward_dynamic(
+        self, x: Tensor, edges: Tensor | None, num_trajectories: int | None, kl_weight: float
+    ) -> Tensor:
+        """A graph per window (``graph.dynamic``): for each trajectory,
+
+            z_0 ~ prior(. | globals),  z_w ~ prior(. | z_{w-1}, globals)   (pyro.markov)
+            x[t+1] ~ Normal(decoder(x, z_window(t))[t], sigma)
+
+        Returns the windows' edges [B, W, E, K]. With the "nri" objective each window's
+        KL term is analytic given the previous window's sample (TraceMeanField_ELBO
+        reads the model's site, built from that sample, and the guide's)."""
+        if edges is not None:
+            raise ValueError(
+                "a dynamic graph (graph.dynamic) takes no known edges: they would hold for the "
+                "whole trajectory"
+            )
+        batch, num_objects, frames = x.shape[:3]
+        layout = self.structure.layout(num_objects, x.device)
+        plate = trajectories_plate(x, num_trajectories)
+        with poutine.scale(scale=kl_weight):
+            state = self.prior.sample(x)
+        shape = [batch, layout.num_slots]
+        windows, previous = [], None
+        for w in pyro.markov(range(self.structure.num_windows(frames))):
+            site = self.prior.window_distribution(state, previous, shape)
+            previous = sample_edges(
+                site, plate, None, shared=False, kl_weight=kl_weight, name=window_site(w)
+            )
+            windows.append(previous)
+        z = layout.to_edges(torch.stack(windows, dim=1))  # [B, W, E, K]
+        with plate:
             loc = self.predict(x, z)
             likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
             pyro.sample("x", likelihood, obs=x[:, :, 1:])

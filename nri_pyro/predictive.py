@@ -140,7 +140,9 @@ def posterior_predictive(
     with eval_mode(model, guide), seeded(seed, device):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(device)
-            z = decoded_edges(predictive(xb)[RETURN_SITE], xb, num_samples)  # [S, b, E, K]
+            z = decoded_edges(  # [S, b, (W,) E, K]
+                predictive(xb)[RETURN_SITE], xb, num_samples, dynamic=model.dynamic
+            )
             if hard:
                 z = nn.functional.one_hot(z.argmax(-1), z.shape[-1]).to(xb.dtype)
             b = xb.shape[0]
@@ -155,19 +157,25 @@ def posterior_predictive(
     return samples.to(out_device)
 
 
-def decoded_edges(z: Any, x: Tensor, num_samples: int | None = None) -> Tensor:
-    """Checks that a model returned the edges it decoded with: [(S,) B, E, K] for x [B, N, ...]."""
+def decoded_edges(
+    z: Any, x: Tensor, num_samples: int | None = None, *, dynamic: bool = False
+) -> Tensor:
+    """Checks that a model returned the edges it decoded with: [(S,) B, E, K] for x [B, N, ...]
+    ([(S,) B, W, E, K], one graph per window, for a ``dynamic`` model)."""
     b, n = x.shape[:2]
     lead = (b,) if num_samples is None else (num_samples, b)
+    windows = 1 if dynamic else 0
     if (
         not isinstance(z, Tensor)
-        or z.dim() != len(lead) + 2
-        or z.shape[:-1] != (*lead, n * (n - 1))
+        or z.dim() != len(lead) + 2 + windows
+        or z.shape[: len(lead)] != lead
+        or z.shape[-2] != n * (n - 1)
     ):
         got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        shape = "[B, W, E, K]" if dynamic else "[B, E, K]"
         raise ValueError(
-            f"the model program must return the edge types its decoder used, [B, E, K] = "
-            f"[{b}, {n * (n - 1)}, K] for these data, got {got}"
+            f"the model program must return the edge types its decoder used, {shape} with "
+            f"B = {b}, E = {n * (n - 1)} for these data, got {got}"
         )
     return z
 

@@ -18,9 +18,18 @@ plate) and :meth:`EdgePrior.make_guide` (a module that samples the same sites in
 
 ``graph:`` modifiers that compose with any prior (:class:`GraphStructure`):
 ``symmetric`` (one latent per unordered pair, used in both directions), ``shared`` (one
-graph for all trajectories, a global latent) and ``known`` (observed edges that condition
+graph for all trajectories, a global latent), ``known`` (observed edges that condition
 the edge site: ``adjacency`` for the same known entries in every trajectory, or
-``fraction`` of the training data's true edges revealed, for semi-supervised training).
+``fraction`` of the training data's true edges revealed, for semi-supervised training)
+and ``dynamic`` (``{window: W}``: a graph per window of W frames, for graphs that change
+over time).
+
+Priors over how a dynamic graph evolves from window to window (they need
+``graph.dynamic``): ``markov`` (a sticky chain: keep the previous window's type with
+probability ``stay``, else redraw from a ``base`` prior) and ``markov_learned`` (the
+transition matrix a global latent with a Dirichlet prior per row). A static prior draws
+every window independently. A prior's :meth:`EdgePrior.window_distribution` is the one
+place that says how windows relate.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
+from torch.distributions.utils import clamp_probs
 
 from nri_pyro.distributions import EdgeTypes
 from nri_pyro.nn.parallel import global_count, global_sum
@@ -61,6 +71,8 @@ class EdgePrior:
     """
 
     name: ClassVar[str] = ""
+    # True for priors over how edges evolve between windows: they need ``graph.dynamic``.
+    dynamic_only: ClassVar[bool] = False
 
     def __init__(self, num_edge_types: int, temperature: float = 0.5) -> None:
         if not isinstance(num_edge_types, int) or num_edge_types < 2:
@@ -88,6 +100,15 @@ class EdgePrior:
     def distribution(self, probs: Tensor, batch_shape: Sequence[int]) -> EdgeTypes:
         """The relaxed categorical of edges with type probabilities ``probs`` [K]."""
         return EdgeTypes(self.temperature, probs=probs).expand(list(batch_shape))
+
+    def window_distribution(
+        self, state: Any, previous: Tensor | None, batch_shape: Sequence[int]
+    ) -> EdgeTypes:
+        """The edges of one window of a dynamic graph (``graph.dynamic``) given the
+        previous window's sample ``previous`` [*batch_shape, K] (None for the first window);
+        ``state`` is what :meth:`sample` returned. A static prior draws every window
+        independently from :meth:`distribution`."""
+        return self.distribution(state, batch_shape)
 
     def settings(self) -> dict[str, Any]:
         """The settings that rebuild this prior (for the resolved spec)."""
@@ -201,12 +222,20 @@ class DirichletPosterior(nn.Module):
     held-out trajectory sees the frequencies learned from the training set.
     """
 
+    site = FREQS_SITE
+    event_dims = 0  # dimensions of the concentration beyond one Dirichlet's
+
     def __init__(self, concentration: Tensor, momentum: float = 0.05) -> None:
         super().__init__()
         self.momentum = momentum
         self.register_buffer("prior_concentration", concentration.float())
         self.register_buffer("counts", torch.zeros_like(concentration, dtype=torch.float))
         self.register_buffer("tracked", torch.tensor(False))
+
+    def statistics(self, slot_probs: Tensor) -> Tensor:
+        """Expected counts of the local rows of ``slot_probs`` [B, ..., K] (or [U, K] for
+        one shared graph): the number of edges of each type."""
+        return slot_probs.reshape(-1, slot_probs.shape[-1]).sum(0)
 
     def posterior(self, slot_probs: Tensor | None = None, scale: float = 1.0) -> dist.Dirichlet:
         """q(pi): from the running counts in evaluation (or without data), else from data."""
@@ -215,7 +244,7 @@ class DirichletPosterior(nn.Module):
             # scale: dataset / minibatch size; in a data-parallel step the minibatch is the
             # global batch, over which the counts are summed.
             local = slot_probs.shape[0] if slot_probs.dim() > 2 else 1
-            counts = global_sum(slot_probs.detach().reshape(-1, slot_probs.shape[-1]).sum(0))
+            counts = global_sum(self.statistics(slot_probs.detach()))
             counts = counts * scale * local / global_count(local)
         if self.training and counts is not None:
             with torch.no_grad():
@@ -228,10 +257,214 @@ class DirichletPosterior(nn.Module):
             counts = self.counts
         prior = self.prior_concentration
         like = slot_probs if slot_probs is not None else prior
-        return dist.Dirichlet((prior + counts).to(device=like.device, dtype=like.dtype))
+        concentration = (prior + counts).to(device=like.device, dtype=like.dtype)
+        return dist.Dirichlet(concentration).to_event(self.event_dims)
 
     def forward(self, slot_probs: Tensor, scale: float = 1.0) -> Tensor:
-        return pyro.sample(FREQS_SITE, self.posterior(slot_probs, scale))
+        return pyro.sample(self.site, self.posterior(slot_probs, scale))
+
+
+# --- priors over how a dynamic graph's edges evolve from window to window ---------------
+
+
+def _previous_type(previous: Tensor) -> Tensor:
+    """The previous window's type as a one-hot vector, with straight-through gradients.
+
+    The argmax of a relaxed (Gumbel-softmax) sample is distributed exactly as its
+    categorical, so the transition below is the discrete chain's, given the type the
+    previous window was drawn; gradients pass as if the soft sample had been used.
+    """
+    soft = getattr(previous, "_unquantize", previous)
+    hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+def _base_prior(base: Any, num_edge_types: int, temperature: float, owner: str) -> EdgePrior:
+    settings = {"name": "uniform"} if base is None else base
+    if isinstance(settings, str):
+        settings = {"name": settings}
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"prior.base of the {owner} prior must be a prior's settings such as "
+            f"{{name: sparse, no_edge: 0.9}}, got {base!r}"
+        )
+    settings = {"temperature": temperature, **settings}
+    prior = build_prior(settings, num_edge_types)
+    if prior.dynamic_only:
+        raise ValueError(
+            f"prior.base of the {owner} prior must be a static prior, not {prior.name!r}"
+        )
+    return prior
+
+
+@register_prior("markov")
+class MarkovPrior(EdgePrior):
+    """A sticky chain over the windows of a dynamic graph (``graph.dynamic``).
+
+    The first window's edge types are drawn from the ``base`` prior (uniform, sparse,
+    dirichlet, ...); each later window keeps the previous window's type with probability
+    ``stay`` and otherwise redraws it from the base:
+
+        p(z_w = k | z_{w-1} = j) = stay [k = j] + (1 - stay) base_k.
+
+    ``stay = 0`` gives independent windows, ``stay = 1`` one graph for the whole trajectory.
+    """
+
+    dynamic_only = True
+
+    def __init__(
+        self,
+        num_edge_types: int,
+        stay: float = 0.9,
+        base: dict[str, Any] | None = None,
+        temperature: float = 0.5,
+    ) -> None:
+        super().__init__(num_edge_types, temperature)
+        if isinstance(stay, bool) or not isinstance(stay, (int, float)) or not 0 <= stay <= 1:
+            raise ValueError(f"prior.stay must be a number in [0, 1], got {stay!r}")
+        self.stay = float(stay)
+        self.base = _base_prior(base, num_edge_types, temperature, self.name)
+
+    def probs(self, like: Tensor) -> Tensor:
+        return self.base.probs(like)
+
+    def sample(self, like: Tensor) -> Any:
+        return self.base.sample(like)
+
+    def make_guide(self) -> nn.Module | None:
+        """The base prior's global sites (e.g. a Dirichlet's frequencies), updated from the
+        first window, the one drawn from the base alone (the redraws of later windows are
+        not counted: an approximation of the conjugate update)."""
+        base = self.base.make_guide()
+        return None if base is None else _MarkovGuide(base, None)
+
+    def distribution(self, state: Any, batch_shape: Sequence[int]) -> EdgeTypes:
+        return self.base.distribution(state, batch_shape)
+
+    def transition_probs(self, state: Any, previous: Tensor) -> Tensor:
+        """p(z_w | z_{w-1}): [..., K] given the previous window's sample [..., K]."""
+        return self.stay * _previous_type(previous) + (1 - self.stay) * state
+
+    def window_distribution(
+        self, state: Any, previous: Tensor | None, batch_shape: Sequence[int]
+    ) -> EdgeTypes:
+        if previous is None:
+            return self.distribution(state, batch_shape)
+        probs = clamp_probs(self.transition_probs(state, previous))
+        return EdgeTypes(self.temperature, probs=probs / probs.sum(-1, keepdim=True))
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "stay": self.stay, "base": self.base.settings()}
+
+
+TRANSITIONS_SITE = "edge_transitions"
+
+
+@register_prior("markov_learned")
+class LearnedMarkovPrior(MarkovPrior):
+    """A chain over windows whose transition matrix is learned: each row
+    T_j = p(z_w = . | z_{w-1} = j) ~ Dirichlet(concentration[j]), a global latent
+    (the site ``edge_transitions``, [K, K]) learned like the Dirichlet prior's frequencies.
+    The first window is drawn from the ``base`` prior.
+
+    ``concentration``: a K x K matrix, or [stay, switch], the pseudo-counts of keeping a
+    type and of moving to each other type (default [9, 1]: a prior mean of 0.9 for keeping
+    with two types).
+    """
+
+    def __init__(
+        self,
+        num_edge_types: int,
+        concentration: Sequence[Any] = (9.0, 1.0),
+        base: dict[str, Any] | None = None,
+        temperature: float = 0.5,
+    ) -> None:
+        EdgePrior.__init__(self, num_edge_types, temperature)
+        self.base = _base_prior(base, num_edge_types, temperature, self.name)
+        self.concentration = _transition_concentration(concentration, num_edge_types)
+        self.stay = float("nan")  # learned
+
+    def _concentration(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.concentration, device=like.device, dtype=like.dtype)
+
+    def sample(self, like: Tensor) -> Any:
+        state = self.base.sample(like)
+        transitions = dist.Dirichlet(self._concentration(like)).to_event(1)
+        return state, pyro.sample(TRANSITIONS_SITE, transitions)
+
+    def distribution(self, state: Any, batch_shape: Sequence[int]) -> EdgeTypes:
+        return self.base.distribution(state[0], batch_shape)
+
+    def transition_probs(self, state: Any, previous: Tensor) -> Tensor:
+        return _previous_type(previous) @ state[1].to(previous.dtype)
+
+    def make_guide(self) -> nn.Module:
+        return _MarkovGuide(self.base.make_guide(), TransitionPosterior(
+            torch.tensor(self.concentration)))  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "temperature": self.temperature,
+            "concentration": [list(row) for row in self.concentration],
+            "base": self.base.settings(),
+        }  # fmt: skip
+
+
+def _transition_concentration(value: Any, k: int) -> tuple[tuple[float, ...], ...]:
+    message = (
+        f"prior.concentration of markov_learned must be [stay, switch] (two positive "
+        f"numbers) or a {k} x {k} matrix of positive numbers, got {value!r}"
+    )
+    try:
+        rows = [list(map(float, row)) for row in value] if _nested(value) else None
+        flat = None if rows is not None else [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if rows is None:
+        if flat is None or len(flat) != 2:
+            raise ValueError(message)
+        stay, switch = flat
+        rows = [[stay if i == j else switch for j in range(k)] for i in range(k)]
+    if len(rows) != k or any(len(r) != k for r in rows) or any(not v > 0 for r in rows for v in r):
+        raise ValueError(message)
+    return tuple(tuple(r) for r in rows)
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], (list, tuple))
+
+
+class TransitionPosterior(DirichletPosterior):
+    """q(T) = Dirichlet(concentration + expected transition counts), row by row: the
+    conjugate mean-field update of :class:`DirichletPosterior` for a chain, with
+    counts[j, k] = sum over consecutive windows of q(z_{w-1} = j) q(z_w = k)."""
+
+    site = TRANSITIONS_SITE
+    event_dims = 1
+
+    def statistics(self, slot_probs: Tensor) -> Tensor:
+        if slot_probs.dim() < 4:  # [B, W, U, K]
+            raise ValueError("the learned transitions need per-window probabilities [B, W, U, K]")
+        return torch.einsum("bwuj,bwuk->jk", slot_probs[:, :-1], slot_probs[:, 1:])
+
+
+class _MarkovGuide(nn.Module):
+    """The guide of a chain's global sites: the base prior's (if any), then the learned
+    transitions' (if any). Fed the per-window probabilities [B, W, U, K]; the base sees
+    the first window's."""
+
+    def __init__(self, base: nn.Module | None, transitions: TransitionPosterior | None) -> None:
+        super().__init__()
+        self.base = base
+        self.transitions = transitions
+
+    def forward(self, slot_probs: Tensor, scale: float = 1.0) -> Any:
+        out = None
+        if self.base is not None:
+            out = self.base(slot_probs[:, 0] if slot_probs.dim() > 3 else slot_probs, scale)
+        if self.transitions is not None:
+            out = self.transitions(slot_probs, scale)
+        return out
 
 
 def check_probs(probs: Sequence[float], num_edge_types: int) -> tuple[float, ...]:
@@ -336,7 +569,9 @@ class EdgeLayout:
         return torch.where(m[..., 0], v[..., 0], v[..., 1]), m.any(-1)
 
 
-GRAPH_DEFAULTS: dict[str, Any] = {"symmetric": False, "shared": False, "known": None}
+GRAPH_DEFAULTS: dict[str, Any] = {
+    "symmetric": False, "shared": False, "known": None, "dynamic": None,
+}  # fmt: skip
 
 
 class GraphStructure:
@@ -367,14 +602,48 @@ class GraphStructure:
         self.adjacency: Tensor | None = None
         self.fraction = 0.0
         self.seed = 0
-        known = settings["known"]
+        known = self.known = settings["known"]
         if known is not None:
             self._read_known(known)
+        self.window: int | None = None
+        if settings["dynamic"] is not None:
+            self._read_dynamic(settings["dynamic"])
         if self.shared and self.fraction > 0:
             raise ValueError(
                 "graph.known.fraction reveals edges per trajectory, but graph.shared has one "
                 "graph for all of them; give graph.known.adjacency instead"
             )
+
+    def _read_dynamic(self, dynamic: Any) -> None:
+        window = dynamic.get("window") if isinstance(dynamic, dict) else None
+        if not isinstance(dynamic, dict) or set(dynamic) != {"window"}:
+            raise ValueError(
+                f"graph.dynamic must be {{window: W}} (frames per window), got {dynamic!r}"
+            )
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"graph.dynamic.window must be a positive integer, got {window!r}")
+        if self.shared:
+            raise ValueError(
+                "graph.dynamic gives every trajectory its own graph per window, graph.shared "
+                "one graph for all trajectories and times: choose one"
+            )
+        if self.known is not None:
+            raise ValueError(
+                "graph.known is not supported with graph.dynamic: known edges are given for "
+                "a whole trajectory, a dynamic graph has one per window"
+            )
+        self.window = window
+
+    def num_windows(self, num_frames: int) -> int:
+        """Windows of a trajectory of ``num_frames`` frames: max(1, T // W)."""
+        assert self.window is not None
+        return max(1, num_frames // self.window)
+
+    def window_of_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
+        """The window of each frame [T]: min(t // W, windows - 1)."""
+        assert self.window is not None
+        frames = torch.arange(num_frames, device=device)
+        return (frames // self.window).clamp(max=self.num_windows(num_frames) - 1)
 
     def _read_known(self, known: Any) -> None:
         valid = {"adjacency", "fraction", "seed"}
@@ -404,7 +673,9 @@ class GraphStructure:
             known = {"adjacency": [[None if v < 0 else v for v in row] for row in adj]}
         elif self.fraction > 0:
             known = {"fraction": self.fraction, "seed": self.seed}
-        return {"symmetric": self.symmetric, "shared": self.shared, "known": known}
+        dynamic = None if self.window is None else {"window": self.window}
+        return {"symmetric": self.symmetric, "shared": self.shared, "known": known,
+                "dynamic": dynamic}  # fmt: skip
 
     def check_objects(self, num_objects: int) -> None:
         """Clear errors for settings that do not fit graphs of ``num_objects`` objects."""
@@ -465,6 +736,20 @@ class GraphStructure:
         generator = torch.Generator().manual_seed(self.seed)
         revealed = torch.rand(num_trajectories, layout.num_slots, generator=generator, device="cpu")
         return layout.to_edges(revealed < self.fraction, dim=-1)
+
+
+def check_dynamic(prior: EdgePrior, structure: GraphStructure, decoder: str) -> None:
+    """Clear errors for a prior or decoder that does not fit the graph's (non-)dynamics."""
+    if prior.dynamic_only and structure.window is None:
+        raise ValueError(
+            f"prior.name={prior.name} is a prior over how edges change between windows: it "
+            f"needs a dynamic graph, graph.dynamic: {{window: W}}"
+        )
+    if structure.window is not None and decoder != "mlp":
+        raise ValueError(
+            f"graph.dynamic needs the mlp decoder (edges that change per step); decoder.name "
+            f"is {decoder!r}"
+        )
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from nri_pyro.nn import CNNEncoder, MLPDecoder, MLPEncoder, RNNDecoder
-from nri_pyro.priors import GRAPH_DEFAULTS, GraphStructure, build_prior
+from nri_pyro.priors import GRAPH_DEFAULTS, GraphStructure, build_prior, check_dynamic
 
 ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
 DECODERS = {"mlp": MLPDecoder, "rnn": RNNDecoder}
@@ -40,6 +40,9 @@ GUIDE_DEFAULTS: dict[str, Any] = {
     "encoder": {"name": "mlp"},
     "temperature": 0.5,
     "hard": False,
+    # A dynamic graph (the model's graph.dynamic): frames the encoder reads on each side of
+    # a window (null: 0).
+    "window_context": None,
 }
 
 
@@ -267,8 +270,9 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     steps = resolved["decoder"].get("prediction_steps", 10)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")
-    build_prior(resolved["prior"], k)  # checks the prior's name and settings
-    GraphStructure(resolved["graph"], k)  # checks the structure's settings
+    prior = build_prior(resolved["prior"], k)  # checks the prior's name and settings
+    structure = GraphStructure(resolved["graph"], k)  # checks the structure's settings
+    check_dynamic(prior, structure, resolved["decoder"]["name"])
     return resolved
 
 
@@ -281,6 +285,10 @@ def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"temperature must be positive, got {resolved['temperature']!r}")
     if not isinstance(resolved["hard"], bool):
         raise ValueError(f"hard must be true or false, got {resolved['hard']!r}")
+    context = resolved["window_context"]
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int)
+                                or context < 0):  # fmt: skip
+        raise ValueError(f"window_context must be an integer >= 0, got {context!r}")
     return resolved
 
 

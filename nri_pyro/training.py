@@ -88,6 +88,11 @@ class Trainer:
                 "graph.known.fraction reveals true edges in training, but the training data "
                 "have no graphs"
             )
+        if self.train_mask is not None and self.train_edges.dim() != 2:
+            raise ValueError(
+                "graph.known.fraction reveals one graph per training trajectory, but the "
+                "training data have graphs that change over time (per-frame truth)"
+            )
         if config.compile:
             compile_modules(model), compile_modules(guide)
         self.loss_fn = objective(config.objective)(model, guide)

@@ -136,7 +136,10 @@ def test_relaxed_density_of_a_hard_sample_uses_its_soft_origin():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["prior.name=spars"], "valid priors: categorical, dirichlet, sparse, uniform"),
+        (
+            ["prior.name=spars"],
+            "valid priors: categorical, dirichlet, markov, markov_learned, sparse, uniform",
+        ),
         (["prior.name=categorical", "prior.probs=[0.5, 0.6]"], "must sum to 1"),
         (["prior.name=categorical", "prior.probs=[1.0]"], "has 1 entries but the model has 2"),
         (["prior.name=categorical", "prior.probs=[1.5, -0.5]"], "must all be positive"),

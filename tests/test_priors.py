@@ -57,7 +57,10 @@ def test_every_documented_prior_is_registered():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"name": "nope"}, "valid priors: categorical, dirichlet, sparse, uniform"),
+        (
+            {"name": "nope"},
+            "valid priors: categorical, dirichlet, markov, markov_learned, sparse, uniform",
+        ),
         ({"name": "categorical", "probs": [1.1, -0.1]}, "must all be positive"),
         ({"name": "categorical", "probs": [0.5, 0.4]}, "must sum to 1"),
         ({"name": "categorical", "probs": [0.2, 0.3, 0.5]}, "3 entries but the model has 2"),
@@ -75,7 +78,10 @@ def test_bad_prior_settings_are_refused_clearly(settings, message):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["graph.directed=true"], "no key 'directed' here; valid keys: known, shared, symmetric"),
+        (
+            ["graph.directed=true"],
+            "no key 'directed' here; valid keys: dynamic, known, shared, symmetric",
+        ),
         (["graph.symmetric=maybe"], "graph.symmetric must be true or false"),
         (["graph.known.fraction=1.5"], r"graph.known.fraction must lie in \[0, 1\]"),
         (["graph.known.adjacency=[[0,1],[1]]"], "must be a square N x N matrix"),

@@ -167,11 +167,18 @@ def _check_sequence(
     if frames < min_frames:
         raise ValueError(f"x needs at least {min_frames} frames, got T = {frames}")
     expected = (graph.num_edges, k)
+    if edges.dim() == 4 and edges.shape[0] in (1, batch) and edges.shape[2:] == expected:
+        if edges.shape[1] != frames - 1:
+            raise ValueError(
+                f"per-step edges must be [B, T-1, E, K] with T-1 = {frames - 1} (the edges of "
+                f"each step's source frame), got shape {tuple(edges.shape)}"
+            )
+        return
     if edges.dim() != 3 or edges.shape[0] not in (1, batch) or edges.shape[1:] != expected:
         raise ValueError(
-            f"edges must be [B, E, K] with B = {batch} (or 1 to share one graph), "
-            f"E = {graph.num_edges} (the graph's edges) and K = {k} edge types, "
-            f"got shape {tuple(edges.shape)}"
+            f"edges must be [B, E, K] (or [B, T-1, E, K] per step) with B = {batch} (or 1 to "
+            f"share one graph), E = {graph.num_edges} (the graph's edges) and K = {k} edge "
+            f"types, got shape {tuple(edges.shape)}"
         )
 
 
@@ -261,12 +268,16 @@ class MLPDecoder(nn.Module):
 
         x: [B, N, T, D], edges: [B, E, K] -> [B, N, T-1, D]. Output frame t (predicting frame
         t+1) is a ((t mod P) + 1)-step rollout from ground truth at frame P * floor(t / P).
+        Edges that change over time are given per step, [B, T-1, E, K]: the step from frame
+        t to t+1 passes messages along edges[:, t].
         """
         _check_sequence(x, edges, graph, self.num_features, self.num_edge_types, 2)
         _check_count("prediction_steps", prediction_steps, 1)
         frames = x.shape[2]
         # All blocks advance together: P sequential steps, each over every block start.
         state = x[:, :, : frames - 1 : prediction_steps].transpose(1, 2)  # [B, blocks, N, D]
+        per_step = edges.dim() == 4
+        starts = torch.arange(0, frames - 1, prediction_steps, device=edges.device)
         block_edges = edges[:, None]  # [B, 1, E, K]
         recompute = _recompute(
             self.recompute_messages, self.messages, state, graph, prediction_steps
@@ -280,6 +291,9 @@ class MLPDecoder(nn.Module):
                 if blocks == 1:
                     break
                 state = state[:, :-1]
+                starts = starts[:-1]
+            if per_step:  # each block's source frame: its start + s
+                block_edges = edges.index_select(1, starts + s)  # [B, blocks, E, K]
             state = self.step(state, block_edges, graph, recompute=recompute)
             preds.append(state)
         full = torch.stack(preds[:last], dim=2)  # [B, blocks, last, N, D]
@@ -292,15 +306,22 @@ class MLPDecoder(nn.Module):
         return out.transpose(1, 2)
 
     def rollout(self, x0: Tensor, edges: Tensor, graph: Graph, steps: int) -> Tensor:
-        """Its own predictions from x0. x0: [B, N, D], edges: [B, E, K] -> [B, N, steps, D]."""
+        """Its own predictions from x0. x0: [B, N, D], edges: [B, E, K], or [B, steps, E, K]
+        per step -> [B, N, steps, D]."""
         if x0.dim() != 3:
             raise ValueError(f"x0 must be [B, N, D] (3 dimensions), got shape {tuple(x0.shape)}")
         _check_count("steps", steps, 1)
+        if edges.dim() == 4 and edges.shape[1] != steps:
+            raise ValueError(
+                f"per-step edges must be [B, steps, E, K] with steps = {steps}, got shape "
+                f"{tuple(edges.shape)}"
+            )
         recompute = _recompute(self.recompute_messages, self.messages, x0, graph, steps)
         preds = []
         state = x0
-        for _ in range(steps):
-            state = self.step(state, edges, graph, recompute=recompute)
+        for s in range(steps):
+            state = self.step(state, edges[:, s] if edges.dim() == 4 else edges, graph,
+                              recompute=recompute)  # fmt: skip
             preds.append(state)
         return torch.stack(preds, dim=2)
 
