@@ -5,13 +5,24 @@ A study varies spec keys (``prior.name=uniform,sparse,dirichlet``, ``prior.no_ed
 and evaluates each run on held-out data: edge accuracy, AUROC, inferred edge density,
 rollout MSE after 1/10/20 steps, the negative ELBO, and the log evidence estimated by
 importance sampling from the guide with its Pareto-k diagnostic (the median k-hat over
-held-out trajectories and the fraction above 0.7, where the estimate is unreliable).
+held-out trajectories and the fraction above 0.7, where the estimate is unreliable). On
+data whose graphs change over time (per-frame truth) the edge metrics are per frame and the
+table adds switch-time precision and recall (:func:`nri_pyro.evaluation.evaluate`).
+
+Settings that must change together, which a product of values cannot express (static NRI
+against a Markov prior over windows: ``prior.name=markov`` needs ``graph.dynamic``), are
+explicit variants: ``"LABEL: key=value key=value"`` (:func:`parse_variant`), each a set of
+overrides on top of the specs. With ``vary`` as well, every explicit variant is combined
+with every combination of the varied values (a key may not be in both).
+
 Every run is its own process (``jobs`` at once), in its own folder under ``out/runs/``; a
 finished run is skipped when the study runs again, an interrupted one resumes from its last
 checkpoint, and a failed one is reported in the table with its error, without stopping the
 others.
 
     result = ablate(["prior.name=uniform,sparse,dirichlet"], seeds=2, data="data/s5", out="st")
+    result = ablate(variants=["static: prior.name=uniform",
+                              "markov: prior.name=markov graph.dynamic.window=7"], ...)
     result                     # a table in a notebook
     result.variants[0]         # one row: variant, runs, failed, <metric>_mean, <metric>_std
 """
@@ -24,6 +35,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -57,6 +69,14 @@ TABLE_METRICS = (
     ("pareto_k", "Pareto k"),
     ("pareto_k_over_0.7", "k > 0.7"),
 )
+# Metrics in the table only where a run has them: switch-time detection, on data whose
+# graphs change over time (NaN where nothing was detected: no precision).
+OPTIONAL_METRICS = (
+    ("switch_precision", "switch prec"),
+    ("switch_recall", "switch recall"),
+)
+# Summarized (results.csv) where present, not in the table.
+EXTRA_METRICS = ("learned_edge_freq", "switches_true", "switches_detected")
 RESULT_FILE = "result.json"
 # A run's process: a fresh interpreter that imports this module (not ``-m``, which would
 # run it a second time beside the package's import of it).
@@ -66,26 +86,68 @@ ERROR_FILE = "error.json"
 
 @dataclass
 class Variant:
-    """One combination of varied values: ``settings`` {key: value} and its label."""
+    """One run configuration of a study: ``settings`` {key: value}, the varied values of one
+    combination; for an explicit variant (``--variant``) also its ``name`` and its own
+    overrides ``fixed`` {key: value}, applied with them."""
 
     settings: dict[str, Any]
+    name: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={_show(v)}" for k, v in self.settings.items())
+        parts = [] if self.name is None else [self.name]
+        return ", ".join(parts + [f"{k}={_show(v)}" for k, v in self.settings.items()])
+
+    @property
+    def all_settings(self) -> dict[str, Any]:
+        """Every override of this variant: its own, then the varied values."""
+        return {**self.fixed, **self.settings}
 
     @property
     def overrides(self) -> list[str]:
-        return [f"{k}={json.dumps(v)}" for k, v in self.settings.items()]
+        return [f"{k}={json.dumps(v)}" for k, v in self.all_settings.items()]
 
     @property
     def slug(self) -> str:
-        text = "_".join(f"{k}-{_show(v)}" for k, v in self.settings.items()) or "base"
+        parts = [] if self.name is None else [self.name]
+        parts += [f"{k}-{_show(v)}" for k, v in self.settings.items()]
+        text = "_".join(parts) or "base"
         return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
 def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def parse_variant(text: str) -> Variant:
+    """``"LABEL: key=value key=value"`` -> an explicit variant: its label and overrides.
+
+    The overrides are split like a shell line (quote a value with spaces:
+    ``graph.dynamic='{window: 7}'``) and parsed as ``--set`` values are (YAML). A variant
+    with no overrides (``"static:"``) is the specs as given."""
+    label, sep, body = text.partition(":")
+    label = label.strip()
+    if not sep or not label or "=" in label:
+        raise ValueError(
+            f"--variant expects 'LABEL: key=value key=value ...' (a label, a colon, then "
+            f"overrides), got {text!r}"
+        )
+    try:
+        items = shlex.split(body)
+    except ValueError as err:
+        raise ValueError(f"--variant {label!r}: {err} in {body.strip()!r}") from None
+    fixed: dict[str, Any] = {}
+    for item in items:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--variant {label!r}: expected key=value, got {item!r}")
+        path, value = parse_override(item)
+        key = ".".join(path)
+        if key in fixed:
+            raise ValueError(f"--variant {label!r} sets {key!r} twice")
+        fixed[key] = value
+    return Variant({}, name=label, fixed=fixed)
 
 
 def parse_vary(texts: Sequence[str]) -> list[tuple[str, list[Any]]]:
@@ -122,13 +184,37 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
-def variants(vary: Sequence[tuple[str, list[Any]]]) -> list[Variant]:
-    """Every combination of the varied values, in the order given."""
+def variants(
+    vary: Sequence[tuple[str, list[Any]]], explicit: Sequence[Variant] = ()
+) -> list[Variant]:
+    """Every combination of the varied values, in the order given; with ``explicit``
+    variants, each of them with every combination (a key may not be in both)."""
     keys = [k for k, _ in vary]
-    return [
-        Variant(dict(zip(keys, combo, strict=True)))
+    combos = [
+        dict(zip(keys, combo, strict=True))
         for combo in itertools.product(*(values for _, values in vary))
     ]
+    if not explicit:
+        return [Variant(settings) for settings in combos]
+    labels = [v.name for v in explicit]
+    for name in labels:
+        if labels.count(name) > 1:
+            raise ValueError(f"two variants are labelled {name!r}; give each its own label")
+    for variant in explicit:
+        both = sorted(set(variant.fixed) & set(keys))
+        if both:
+            raise ValueError(
+                f"--variant {variant.name!r} sets {', '.join(both)}, which --vary also varies: "
+                "set a key in one place"
+            )
+    return [
+        Variant(dict(settings), name=v.name, fixed=dict(v.fixed))
+        for v in explicit
+        for settings in combos
+    ]
+
+
+_combine = variants  # Study.__init__'s own argument is named `variants`
 
 
 @dataclass
@@ -156,8 +242,9 @@ class Study:
     def __init__(
         self,
         out: str | Path,
-        vary: Sequence[str],
+        vary: Sequence[str] = (),
         *,
+        variants: Sequence[str | Variant] = (),
         preset: str | Path | Preset | None = None,
         model_spec: str | Path | Mapping[str, Any] | None = None,
         guide_spec: str | Path | Mapping[str, Any] | None = None,
@@ -172,7 +259,7 @@ class Study:
     ) -> None:
         import importlib
 
-        from nri_pyro.api import resolve_specs
+        from nri_pyro.api import build, resolve_specs
         from nri_pyro.data.simulate import resolve_device
 
         self.out = Path(out)
@@ -196,7 +283,13 @@ class Study:
             except ImportError as err:
                 raise ValueError(f"--import {module}: {err}") from None
         self.vary = parse_vary(vary)
-        self.variants = variants(self.vary)
+        self.explicit = [v if isinstance(v, Variant) else parse_variant(v) for v in variants]
+        if not self.vary and not self.explicit:
+            raise ValueError(
+                "a study needs something to compare: give --vary KEY=V1,V2 or --variant "
+                "'LABEL: key=value ...' (or both)"
+            )
+        self.variants = _combine(self.vary, self.explicit)
         self.jobs, self.device, self.evidence_samples = jobs, device, evidence_samples
         self.data = None if data is None else Path(data)
         if self.data is not None and not self.data.exists():
@@ -206,34 +299,46 @@ class Study:
         if preset is None and self.data is None:
             raise ValueError("a study without a preset needs data: give data (--data)")
         self.preset = preset
+        train_data = None
+        if self.data is not None:
+            from nri_pyro.data.io import load_dataset
+
+            train_data = load_dataset(self.data, splits=("train",)).get("train")
         if preset is not None:
             model_spec = preset.model if model_spec is None else model_spec
             guide_spec = preset.guide if guide_spec is None else guide_spec
-            if self.data is not None:
-                from nri_pyro.data.io import load_dataset
-
-                train = load_dataset(self.data, splits=("train",))["train"]
-                preset.check_data(train, f"the data in {self.data}")
+            if train_data is not None:
+                preset.check_data(train_data, f"the data in {self.data}")
         train_settings = {} if preset is None else preset.train
+        features = None if preset is None else preset.data.get("features")
+        shape = _data_shape(preset, train_data, features)
         resolve_device(device)
-        # Every combination is resolved now: a key or value that does not fit is an error
-        # before any run starts.
+        # Every combination is resolved now, and its model and guide built for the data's
+        # shape: a key or value that does not fit (or settings that do not fit together,
+        # prior.name=markov without graph.dynamic) is an error before any run starts.
         self.configs: dict[str, dict[str, Any]] = {}
+        labels: dict[str, str] = {}
         for variant in self.variants:
             try:
                 model, guide, train = resolve_specs(
                     model_spec, guide_spec, [*overrides, *variant.overrides], train_settings
                 )
+                if shape is not None:
+                    build(model, guide, torch.zeros(1, *shape))
             except ValueError as err:
                 raise ValueError(f"variant {variant.label}: {err}") from None
+            if variant.slug in labels:
+                raise ValueError(
+                    f"variants {labels[variant.slug]!r} and {variant.label!r} map to the same "
+                    f"folder name {variant.slug!r}; use distinct labels or values"
+                )
+            labels[variant.slug] = variant.label
             self.configs[variant.slug] = {
                 "model_spec": model,
                 "guide_spec": guide,
                 "train": {k: v for k, v in vars(train).items() if k != "progress"},
-                "features": None if preset is None else preset.data.get("features"),
+                "features": features,
             }
-        if len(self.configs) != len(self.variants):
-            raise ValueError("two variants map to the same folder name; use distinct values")
 
     # --- running ----------------------------------------------------------------------
     def run_dir(self, variant: Variant, seed: int) -> Path:
@@ -276,6 +381,7 @@ class Study:
     def _check_out(self) -> None:
         plan = {
             "vary": [[k, v] for k, v in self.vary],
+            **({"variants": [[v.name, v.fixed] for v in self.explicit]} if self.explicit else {}),
             "seeds": self.seeds,
             "data": None if self.data is None else str(self.data),
             "configs": self.configs,
@@ -284,11 +390,13 @@ class Study:
         path = self.out / "study.json"
         if path.exists():
             before = json.loads(path.read_text())
-            same = {k: before.get(k) for k in plan}
-            if json.dumps(same, sort_keys=True) != json.dumps(plan, sort_keys=True):
+            keys = [*plan, "variants"]  # "variants" only in the plans of studies with some
+            same = {k: before.get(k) for k in keys}
+            now = {k: plan.get(k) for k in keys}
+            if json.dumps(same, sort_keys=True) != json.dumps(now, sort_keys=True):
                 raise FileExistsError(
                     f"{self.out} holds a different study (its study.json differs in specs, "
-                    "varied values, seeds or data); choose another --out"
+                    "varied values, variants, seeds or data); choose another --out"
                 )
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -321,7 +429,7 @@ class Study:
             "evidence_samples": self.evidence_samples,
             "threads": threads,
             "imports": self.imports,
-            "settings": variant.settings,
+            "settings": variant.all_settings,
         }
         config["train"] = {**config["train"], "seed": seed}
         atomic_write_text(run_dir / "run.json", json.dumps(config, indent=1) + "\n")
@@ -335,7 +443,10 @@ class Study:
         result = run_dir / RESULT_FILE
         if proc.returncode == 0 and result.exists():
             metrics = json.loads(result.read_text())["metrics"]
-            return f"done, edge accuracy {metrics.get('edge_accuracy', math.nan):.4f}"
+            message = f"done, edge accuracy {metrics.get('edge_accuracy', math.nan):.4f}"
+            if "switch_recall" in metrics:
+                message += f", switch recall {metrics['switch_recall']:.3f}"
+            return message
         if (run_dir / ERROR_FILE).exists():  # the run's own account of what went wrong
             reason = json.loads((run_dir / ERROR_FILE).read_text())["error"]
         else:  # it died without one (killed, out of memory): its last words
@@ -353,7 +464,7 @@ class Study:
             for seed in self.seeds:
                 run_dir = self.run_dir(variant, seed)
                 row: dict[str, Any] = {"variant": variant.label, "seed": seed}
-                row["settings"] = dict(variant.settings)
+                row["settings"] = variant.all_settings
                 row["run"] = str(run_dir / "train")  # the run folder (nri-pyro plot RUN)
                 if (run_dir / RESULT_FILE).exists():
                     row["status"] = "ok"
@@ -367,7 +478,7 @@ class Study:
                 runs.append(row)
         rows = summarize(runs, [v.label for v in self.variants])
         for row, variant in zip(rows, self.variants, strict=True):
-            row["settings"] = dict(variant.settings)
+            row["settings"] = variant.all_settings
         atomic_write_text(self.out / "results.md", markdown_table(rows) + "\n")
         _write_csv(self.out / "results.csv", rows)
         _write_csv(self.out / "runs.csv", runs)
@@ -383,20 +494,49 @@ class Study:
         folder = self.out / "figures"
         folder.mkdir(exist_ok=True)
         written = []
-        for metric in ("edge_accuracy", "log_evidence", "mse_10"):
-            if any(math.isfinite(r.get(f"{metric}_mean", math.nan)) for r in rows):
-                fig = plots.plot_metric_by_variant(rows, metric)
-                written.append(_save_figure(fig, folder / f"{metric}.png"))
+        present = [
+            metric for metric in ("edge_accuracy", "switch_recall", "log_evidence", "mse_10")
+            if any(math.isfinite(r.get(f"{metric}_mean", math.nan)) for r in rows)
+        ]  # fmt: skip
+        for metric in present:
+            fig = plots.plot_metric_by_variant(rows, metric)
+            written.append(_save_figure(fig, folder / f"{metric}.png"))
+        against = ["edge_accuracy", "edge_density"] + (
+            ["switch_recall"] if "switch_recall" in present else []
+        )
         for key, values in self.vary:
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            if numeric and len(self.vary) == 1 and len(values) > 1:
-                fig = plots.plot_against_setting(rows, key)
+            # One row per value: a single numeric key, and no explicit variants beside it.
+            if numeric and len(self.vary) == 1 and len(values) > 1 and not self.explicit:
+                fig = plots.plot_against_setting(rows, key, against)
                 written.append(_save_figure(fig, folder / f"against_{key}.png"))
         return written
 
 
+def _data_shape(
+    preset: Preset | None, train: Any, features: Sequence[str] | None
+) -> tuple[int, int, int] | None:
+    """[N, T, D] of the training data (given, or the preset's to simulate); None if unknown."""
+    from nri_pyro.data.systems import get_system
+
+    if train is not None:
+        n, t, d = train.num_objects, train.num_frames, train.num_features
+    elif preset is not None:
+        system = get_system(preset.system)
+        n, t = preset.num_objects, preset.data.get("frames") or system.train_frames
+        d = len(system.feature_names)
+    else:
+        return None
+    return n, t, len(features) if features else d
+
+
 def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Per variant: runs finished, failed, and mean / std over seeds of every metric."""
+    """Per variant: runs finished, failed, and mean / std over seeds of every metric (NaN
+    values, e.g. the switch precision of a run that detected no switch, left out; NaN
+    where no run has a value). Optional metrics (:data:`OPTIONAL_METRICS`,
+    :data:`EXTRA_METRICS`) only where some run has them."""
+    optional = [k for k, _ in OPTIONAL_METRICS] + [k for k in EXTRA_METRICS]
+    present = [k for k in optional if any(k in r for r in runs if r["status"] == "ok")]
     rows = []
     for label in labels:
         mine = [r for r in runs if r["variant"] == label]
@@ -411,6 +551,7 @@ def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[st
         if errors:
             row["errors"] = "; ".join(sorted(set(errors)))
         keys = [k for k, _ in TABLE_METRICS] + ["learned_edge_freq"]
+        keys += [k for k in present if k not in keys]
         for key in keys:
             values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
             values = [v for v in values if not math.isnan(v)]
@@ -426,8 +567,12 @@ def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[st
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The variant table: mean ± std over seeds, failed runs counted."""
-    header = ["variant", "runs"] + [label for _, label in TABLE_METRICS]
+    """The variant table: mean ± std over seeds, failed runs counted; the switch-time
+    metrics where a row has them ("—" where no run has a value)."""
+    metrics = list(TABLE_METRICS) + [
+        (key, label) for key, label in OPTIONAL_METRICS if any(f"{key}_mean" in r for r in rows)
+    ]
+    header = ["variant", "runs"] + [label for _, label in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         runs = f"{row['runs']}"
@@ -436,7 +581,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         if row.get("not_run"):
             runs += f" ({row['not_run']} not run)"
         cells = [row["variant"], runs]
-        for key, _ in TABLE_METRICS:
+        for key, _ in metrics:
             mean = row.get(f"{key}_mean", math.nan)
             cells.append("—" if math.isnan(mean) else f"{_fmt(mean)} ± {_fmt(row[f'{key}_std'])}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -476,9 +621,10 @@ def _save_figure(fig: Any, path: Path) -> Path:
 
 
 def ablate(
-    vary: Sequence[str],
+    vary: Sequence[str] = (),
     *,
     out: str | Path,
+    variants: Sequence[str | Variant] = (),
     preset: str | Path | Preset | None = None,
     model_spec: str | Path | Mapping[str, Any] | None = None,
     guide_spec: str | Path | Mapping[str, Any] | None = None,
@@ -495,14 +641,16 @@ def ablate(
     """Run (or resume) a study and return its table; see the module docstring.
 
     ``preset`` gives the specs, training settings and (without ``data``) the data that every
-    run starts from; without one, the spec files and the paper's recipe on ``data``."""
+    run starts from; without one, the spec files and the paper's recipe on ``data``.
+    ``variants``: explicit variants ``"LABEL: key=value ..."`` (:func:`parse_variant`),
+    instead of ``vary`` or combined with every combination of its values."""
     overrides = list(overrides)
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
     study = Study(
-        out, vary, preset=preset, model_spec=model_spec, guide_spec=guide_spec, seeds=seeds,
-        overrides=overrides, data=data, device=device, jobs=jobs,
-        evidence_samples=evidence_samples, threads=threads, imports=imports,
+        out, vary, variants=variants, preset=preset, model_spec=model_spec,
+        guide_spec=guide_spec, seeds=seeds, overrides=overrides, data=data, device=device,
+        jobs=jobs, evidence_samples=evidence_samples, threads=threads, imports=imports,
     )  # fmt: skip
     return study.run()
 

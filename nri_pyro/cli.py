@@ -278,10 +278,14 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ablate",
-        help="a prior ablation study: every combination of --vary values and seeds",
-        description="Train every combination of the --vary values with every seed, evaluate "
+        help="a prior ablation study: every combination of --vary values (and --variant "
+        "sets) and seeds",
+        description="Train every combination of the --vary values (with every --variant, "
+        "when given) with every seed, evaluate "
         "each run on held-out data (edge accuracy, AUROC, density, rollout MSE, -ELBO, log "
-        "evidence by importance sampling with Pareto k) and write a table (markdown and "
+        "evidence by importance sampling with Pareto k; on data whose graphs change over "
+        "time, per-frame edge metrics and switch-time precision and recall) and write a "
+        "table (markdown and "
         "CSV) and figures. Finished runs are skipped when the command runs again; failed "
         f"runs are reported, not dropped. Without --preset: {ABLATE_DEFAULT_PRESET} (springs "
         "with 5 objects, 2,000 training trajectories and a small network, so that a study of "
@@ -290,9 +294,18 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     )
     _add_spec_options(p)
     p.add_argument(
-        "--vary", action="append", required=True, metavar="KEY=V1,V2,...",
+        "--vary", action="append", default=[], metavar="KEY=V1,V2,...",
         help="a spec key and its values, e.g. prior.name=uniform,sparse,dirichlet or "
         "prior.no_edge=0.5,0.8,0.95 (repeatable: all combinations)",
+    )  # fmt: skip
+    p.add_argument(
+        "--variant", action="append", default=[], dest="variants",
+        metavar="'LABEL: KEY=VALUE ...'",
+        help="an explicit variant, settings that change together: a label, a colon, then "
+        "overrides on top of the specs, e.g. 'static: prior.name=uniform' and 'markov: "
+        "prior.name=markov prior.stay=0.9 graph.dynamic.window=7' (repeatable; with --vary, "
+        "every variant is run with every combination of its values; give --vary, --variant "
+        "or both)",
     )  # fmt: skip
     p.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
@@ -316,7 +329,8 @@ def _run_ablate(args: argparse.Namespace) -> int:
     logger.info(_describe(preset, args))
     out = Path(args.out or f"studies/{time.strftime('%Y%m%d-%H%M%S')}")
     study = Study(
-        out, args.vary, preset=preset, model_spec=args.model, guide_spec=args.guide,
+        out, args.vary, variants=args.variants, preset=preset, model_spec=args.model,
+        guide_spec=args.guide,
         seeds=args.seeds, overrides=_overrides(args), data=args.data, device=args.device,
         jobs=args.jobs,
         evidence_samples=args.evidence_samples, threads=args.threads, imports=args.imports,
@@ -351,10 +365,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    nri, data = _load_run_and_split(args)
-    metrics = nri.evaluate(data)
-    if args.json:
-        print(json.dumps(metrics))
+    import math
+
+    if args.json:  # stdout holds the JSON object alone: messages go to stderr
+        log_to(sys.stderr)
+    try:
+        nri, data = _load_run_and_split(args)
+        metrics = nri.evaluate(data)
+    finally:
+        if args.json:
+            log_to()
+    if args.json:  # NaN (e.g. switch_precision with no switch detected) is null in JSON
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v
+                          for k, v in metrics.items()}))  # fmt: skip
     else:
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
@@ -378,7 +401,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     if out.suffix != ".npz" or out.is_dir():
         raise ValueError(f"--out {out} must name a .npz file (an existing one is replaced)")
     nri, data = _load_run_and_split(args)
-    probs = nri.infer_edges(data)
+    probs = nri.infer_edges(data)  # [S, E, K]; a dynamic graph's [S, W, E, K]
     adjacency = edges_to_adjacency(probs, data.num_objects, dim=-2)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
@@ -386,11 +409,24 @@ def _run_infer(args: argparse.Namespace) -> int:
         "adjacency_probs": adjacency.numpy(),
         "most_likely": adjacency.argmax(-1).numpy(),
     }
+    if nri.model.dynamic:  # one graph per window, and each frame's (its window's)
+        frame_probs = nri.infer_edges(data, per_frame=True)  # [S, T, E, K]
+        arrays["frame_edge_probs"] = frame_probs.numpy()
+        window_of = nri.model.structure.window_of_frames(data.num_frames, "cpu")
+        arrays["window_of_frame"] = window_of.numpy()
     atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
-    logger.info(
-        f"wrote {out}: edge_probs [S, E, K] = {list(probs.shape)}, adjacency_probs "
-        f"[S, N, N, K] (receiver, sender), most_likely [S, N, N]"
-    )
+    if nri.model.dynamic:
+        logger.info(
+            f"wrote {out}: a graph per window of {nri.model.structure.window} frames: "
+            f"edge_probs [S, W, E, K] = {list(probs.shape)}, frame_edge_probs [S, T, E, K] = "
+            f"{list(frame_probs.shape)}, adjacency_probs [S, W, N, N, K] (receiver, sender), "
+            f"most_likely [S, W, N, N], window_of_frame [T] (each frame's window)"
+        )
+    else:
+        logger.info(
+            f"wrote {out}: edge_probs [S, E, K] = {list(probs.shape)}, adjacency_probs "
+            f"[S, N, N, K] (receiver, sender), most_likely [S, N, N]"
+        )
     return 0
 
 
@@ -401,7 +437,10 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         description="Training curves of a run folder; with --data also, for a few trajectories "
         "of the split, the inferred graph beside the true one, the edge probability matrix, "
         "a calibration diagram and the trajectories with the rollout and a posterior "
-        "predictive band.",
+        "predictive band. Graphs that change over time (a model with graph.dynamic, or a "
+        "split with per-frame truth): the edge probabilities against time beside the truth "
+        "(edges_over_time_<i>) and a per-frame calibration diagram, in place of the one-graph "
+        "figures.",
     )
     _add_run_and_data(p, data_required=False)
     p.add_argument("--out", required=True, help="output folder for the PNG files")
@@ -416,7 +455,6 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 def _run_plot(args: argparse.Namespace) -> int:
     from nri_pyro import plots
-    from nri_pyro.nn import edges_to_adjacency
     from nri_pyro.predictive import posterior_predictive
 
     if args.trajectories < 1 or args.samples < 1:
@@ -432,17 +470,12 @@ def _run_plot(args: argparse.Namespace) -> int:
         logger.info(f"no {metrics} beside the checkpoint: no training curves")
     if args.data is not None:
         nri, data = _load_run_and_split(args)
-        probs = nri.infer_edges(data)  # [S, E, K]
         num = min(args.trajectories, len(data))
-        if data.adjacency is not None:
-            anchor = bool(getattr(nri.model.decoder, "skip_first", False))
-            probs = torch.from_numpy(plots.relabel(probs, data.edges, anchor)).float()
-            figures["calibration"] = plots.plot_calibration(
-                probs, data.edges, relabel_types=False, title=args.split
-            )
-        truth = data.edges[:50] if data.adjacency is not None else None
-        figures["edge_probs"] = plots.plot_edge_probs(probs[:50], truth)
-        adjacency = edges_to_adjacency(probs[:num], data.num_objects, dim=-2)
+        anchor = bool(getattr(nri.model.decoder, "skip_first", False))
+        if nri.model.dynamic or data.dynamic:
+            figures.update(_figures_over_time(nri, data, num, anchor, args.split))
+        else:
+            figures.update(_figures_of_graphs(nri, data, num, anchor, args.split))
         # The evaluation protocol's rollout: the encoder reads the first frames, the decoder
         # predicts on its own after them, against the truth where the data go on.
         prefix = min(nri.guide.num_frames + 1, data.num_frames)
@@ -452,11 +485,6 @@ def _run_plot(args: argparse.Namespace) -> int:
         samples = posterior_predictive(nri, observed, steps, args.samples)
         rollout = nri.predict(observed, steps)
         for b in range(num):
-            true_graph = None if data.adjacency is None else data.adjacency[b]
-            figures[f"graph_{b}"] = plots.plot_graph(
-                adjacency[b], true_graph, data.trajectories[b, :, 0, :2],
-                title=f"{args.split} trajectory {b} (positions at frame 0)",
-            )  # fmt: skip
             figures[f"trajectories_{b}"] = plots.plot_trajectories(
                 shown.trajectories[b, :, : prefix + steps], rollout[b], samples[:, b],
                 start=prefix, title=f"{args.split} trajectory {b}",
@@ -467,6 +495,69 @@ def _run_plot(args: argparse.Namespace) -> int:
         fig.savefig(out / f"{name}.png", dpi=100)
     logger.info(f"wrote {len(figures)} figures to {out}: {', '.join(figures)}")
     return 0
+
+
+def _figures_of_graphs(nri, data, num: int, anchor: bool, split: str) -> dict:
+    """One graph per trajectory: calibration, the edge probability matrix, and each drawn
+    trajectory's inferred graph beside the true one."""
+    from nri_pyro import plots
+    from nri_pyro.nn import edges_to_adjacency
+
+    figures = {}
+    probs = nri.infer_edges(data)  # [S, E, K]
+    if data.adjacency is not None:
+        probs = torch.from_numpy(plots.relabel(probs, data.edges, anchor)).float()
+        figures["calibration"] = plots.plot_calibration(
+            probs, data.edges, relabel_types=False, title=split
+        )
+    truth = data.edges[:50] if data.adjacency is not None else None
+    figures["edge_probs"] = plots.plot_edge_probs(probs[:50], truth)
+    adjacency = edges_to_adjacency(probs[:num], data.num_objects, dim=-2)
+    for b in range(num):
+        true_graph = None if data.adjacency is None else data.adjacency[b]
+        figures[f"graph_{b}"] = plots.plot_graph(
+            adjacency[b], true_graph, data.trajectories[b, :, 0, :2],
+            title=f"{split} trajectory {b} (positions at frame 0)",
+        )  # fmt: skip
+    return figures
+
+
+def _figures_over_time(nri, data, num: int, anchor: bool, split: str) -> dict:
+    """Graphs that change over time (a dynamic model, or per-frame truth): per-frame edge
+    probabilities [S, T, E, K] (a static model's one graph at every frame), relabelled
+    against the per-frame truth over the whole split as the evaluation does; calibration
+    over every (trajectory, frame, edge), and each drawn trajectory's probabilities against
+    time beside the truth. The one-graph figures (edge_probs, graph_<b>) are skipped."""
+    from nri_pyro import plots
+
+    figures = {}
+    probs = nri.infer_edges(data, per_frame=True)  # [S, T, E, K]
+    truth = None
+    if data.adjacency is not None:
+        truth = data.edges  # [S, T, E], or [S, E]: one graph per trajectory, every frame
+        if truth.dim() == 2:
+            truth = truth[:, None].expand(-1, probs.shape[1], -1)
+        probs = torch.from_numpy(plots.relabel(probs, truth, anchor)).float()
+        figures["calibration"] = plots.plot_calibration(
+            probs, truth, relabel_types=False, title=f"{split}, per frame"
+        )
+    model = (
+        f"windows of {nri.model.structure.window} frames" if nri.model.dynamic
+        else "static graph"
+    )  # fmt: skip
+    for b in range(num):
+        figures[f"edges_over_time_{b}"] = plots.plot_edges_over_time(
+            probs[b], None if truth is None else truth[b],
+            title=f"{split} trajectory {b} ({model})",
+        )  # fmt: skip
+    why = "the model's graph changes over time" if nri.model.dynamic else (
+        "the split's true graphs change over time"
+    )  # fmt: skip
+    logger.info(
+        f"{why}: edges_over_time_<i> drawn; edge_probs and graph_<i> (one graph per "
+        "trajectory) skipped"
+    )
+    return figures
 
 
 def build_parser() -> argparse.ArgumentParser:
