@@ -15,10 +15,14 @@ import torch
 from nri_pyro import NRI, load_preset, simulate_preset
 
 # preset, training trajectories, epochs, metric, floor
+# Measured here: per-frame accuracy 0.806 and switch recall 0.351 (static NRI trained
+# alike: 0.726, and no switch, by construction).
+SWITCHING_TRAIN, SWITCHING_EPOCHS, SWITCHING_FLOOR, RECALL_FLOOR = 4000, 8, 0.76, 0.25
+
 CASES = [
     ("springs5", 2000, 8, "edge_accuracy", 0.80),  # measured here: 0.850
     ("charged5", 2000, 8, "edge_accuracy", 0.58),  # 0.619
-    ("kuramoto5", 5000, 14, "edge_auroc", 0.64),  # 0.690 (0.577 with four features)
+    ("kuramoto5", 3000, 4, "edge_auroc", 0.64),  # 0.692 (one-step prediction)
 ]
 
 
@@ -35,3 +39,26 @@ def test_a_short_run_of_each_systems_preset_learns_its_graphs(name, train, epoch
     print(f"{name}: {train} trajectories, {epochs} epochs: held-out edge accuracy "
           f"{metrics['edge_accuracy']:.4f}, AUROC {metrics['edge_auroc']:.4f}")  # fmt: skip
     assert metrics[metric] >= floor, f"{name}: held-out {metric} {metrics[metric]:.3f} < {floor}"
+
+
+@pytest.mark.slow
+def test_a_short_run_of_the_switching_preset_learns_when_edges_change():
+    """springs5-switching (a graph per window, the Markov prior) on springs whose springs
+    switch about once per trajectory: held-out per-frame accuracy above what static NRI
+    reached with the same budget (0.726 here), and switch times found within a window
+    (static NRI finds none, by construction)."""
+    torch.set_num_threads(2)
+    preset = load_preset("springs5-switching")
+    preset.data.update(train=SWITCHING_TRAIN, valid=200, test=500)
+    splits = simulate_preset(preset)
+    nri = NRI(preset=preset, epochs=SWITCHING_EPOCHS, progress=False)
+    nri.fit(splits["train"], splits["valid"])
+    metrics = nri.evaluate(splits["test"])
+    truth = splits["test"].edges  # [S, T, E]
+    on = truth.float().mean(1)  # fraction of frames each pair has a spring
+    oracle = float(torch.maximum(on, 1 - on).mean())
+    print(f"springs5-switching: {SWITCHING_TRAIN} trajectories, {SWITCHING_EPOCHS} epochs: "
+          f"per-frame accuracy {metrics['edge_accuracy']:.4f} (the best one graph per "
+          f"trajectory: {oracle:.4f}), switch recall {metrics['switch_recall']:.3f}")  # fmt: skip
+    assert metrics["edge_accuracy"] >= SWITCHING_FLOOR
+    assert metrics["switch_recall"] >= RECALL_FLOOR
