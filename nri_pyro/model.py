@@ -168,8 +168,7 @@ class NRIModel(PyroModule):
         window min(t // window, W - 1), so z may hold the windows of a longer trajectory
         (the last window takes the frames left over)."""
         frames = torch.arange(first, first + steps, device=z.device)
-        index = (frames // self.structure.window).clamp(max=z.shape[1] - 1)
-        return z.index_select(1, index)
+        return z.index_select(1, self.structure.window_index(frames, z.shape[1]))
 
     def predict(self, x: Tensor, z: Tensor) -> Tensor:
         """The decoder's multi-step predictions of x[:, :, 1:] given edges z: [B, E, K]

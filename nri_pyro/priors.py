@@ -297,8 +297,37 @@ def _base_prior(base: Any, num_edge_types: int, temperature: float, owner: str) 
     return prior
 
 
+class ChainPrior(EdgePrior):
+    """Base class of the priors that chain the windows of a dynamic graph
+    (``graph.dynamic``): the first window's types come from the ``base`` prior, each later
+    window's from :meth:`transition_probs` given the previous window's sample."""
+
+    dynamic_only = True
+
+    def __init__(
+        self, num_edge_types: int, base: dict[str, Any] | None = None, temperature: float = 0.5
+    ) -> None:
+        super().__init__(num_edge_types, temperature)
+        self.base = _base_prior(base, num_edge_types, temperature, self.name)
+
+    def probs(self, like: Tensor) -> Tensor:
+        return self.base.probs(like)
+
+    def transition_probs(self, state: Any, previous: Tensor) -> Tensor:
+        """p(z_w | z_{w-1}): [..., K] given the previous window's sample [..., K]."""
+        raise NotImplementedError
+
+    def window_distribution(
+        self, state: Any, previous: Tensor | None, batch_shape: Sequence[int]
+    ) -> EdgeTypes:
+        if previous is None:
+            return self.distribution(state, batch_shape)
+        probs = clamp_probs(self.transition_probs(state, previous))
+        return EdgeTypes(self.temperature, probs=probs / probs.sum(-1, keepdim=True))
+
+
 @register_prior("markov")
-class MarkovPrior(EdgePrior):
+class MarkovPrior(ChainPrior):
     """A sticky chain over the windows of a dynamic graph (``graph.dynamic``).
 
     The first window's edge types are drawn from the ``base`` prior (uniform, sparse,
@@ -310,8 +339,6 @@ class MarkovPrior(EdgePrior):
     ``stay = 0`` gives independent windows, ``stay = 1`` one graph for the whole trajectory.
     """
 
-    dynamic_only = True
-
     def __init__(
         self,
         num_edge_types: int,
@@ -319,14 +346,10 @@ class MarkovPrior(EdgePrior):
         base: dict[str, Any] | None = None,
         temperature: float = 0.5,
     ) -> None:
-        super().__init__(num_edge_types, temperature)
+        super().__init__(num_edge_types, base, temperature)
         if isinstance(stay, bool) or not isinstance(stay, (int, float)) or not 0 <= stay <= 1:
             raise ValueError(f"prior.stay must be a number in [0, 1], got {stay!r}")
         self.stay = float(stay)
-        self.base = _base_prior(base, num_edge_types, temperature, self.name)
-
-    def probs(self, like: Tensor) -> Tensor:
-        return self.base.probs(like)
 
     def sample(self, like: Tensor) -> Any:
         return self.base.sample(like)
@@ -342,16 +365,7 @@ class MarkovPrior(EdgePrior):
         return self.base.distribution(state, batch_shape)
 
     def transition_probs(self, state: Any, previous: Tensor) -> Tensor:
-        """p(z_w | z_{w-1}): [..., K] given the previous window's sample [..., K]."""
         return self.stay * _previous_type(previous) + (1 - self.stay) * state
-
-    def window_distribution(
-        self, state: Any, previous: Tensor | None, batch_shape: Sequence[int]
-    ) -> EdgeTypes:
-        if previous is None:
-            return self.distribution(state, batch_shape)
-        probs = clamp_probs(self.transition_probs(state, previous))
-        return EdgeTypes(self.temperature, probs=probs / probs.sum(-1, keepdim=True))
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "stay": self.stay, "base": self.base.settings()}
@@ -361,7 +375,7 @@ TRANSITIONS_SITE = "edge_transitions"
 
 
 @register_prior("markov_learned")
-class LearnedMarkovPrior(MarkovPrior):
+class LearnedMarkovPrior(ChainPrior):
     """A chain over windows whose transition matrix is learned: each row
     T_j = p(z_w = . | z_{w-1} = j) ~ Dirichlet(concentration[j]), a global latent
     (the site ``edge_transitions``, [K, K]) learned like the Dirichlet prior's frequencies.
@@ -379,10 +393,8 @@ class LearnedMarkovPrior(MarkovPrior):
         base: dict[str, Any] | None = None,
         temperature: float = 0.5,
     ) -> None:
-        EdgePrior.__init__(self, num_edge_types, temperature)
-        self.base = _base_prior(base, num_edge_types, temperature, self.name)
+        super().__init__(num_edge_types, base, temperature)
         self.concentration = _transition_concentration(concentration, num_edge_types)
-        self.stay = float("nan")  # learned
 
     def _concentration(self, like: Tensor) -> Tensor:
         return torch.tensor(self.concentration, device=like.device, dtype=like.dtype)
@@ -639,11 +651,16 @@ class GraphStructure:
         assert self.window is not None
         return max(1, num_frames // self.window)
 
-    def window_of_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
-        """The window of each frame [T]: min(t // W, windows - 1)."""
+    def window_index(self, frames: Tensor, num_windows: int) -> Tensor:
+        """The window of each frame index in ``frames`` among ``num_windows`` windows:
+        min(t // W, num_windows - 1) (the last window takes the frames left over)."""
         assert self.window is not None
+        return (frames // self.window).clamp(max=num_windows - 1)
+
+    def window_of_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
+        """The window of each frame of a trajectory of ``num_frames`` frames: [T]."""
         frames = torch.arange(num_frames, device=device)
-        return (frames // self.window).clamp(max=self.num_windows(num_frames) - 1)
+        return self.window_index(frames, self.num_windows(num_frames))
 
     def _read_known(self, known: Any) -> None:
         valid = {"adjacency", "fraction", "seed"}
