@@ -22,15 +22,16 @@
 # choice in the model spec, like the sparsity priors:
 #
 # ```yaml
-# graph: {dynamic: {window: 7}}      # one edge-type latent per pair per window of 7 frames
+# graph: {dynamic: {window: 4}}      # one edge-type latent per pair per window of 4 frames
 # prior: {name: markov, stay: 0.9}   # a sticky chain over the windows
 # ```
 #
 # The generative story per trajectory: the first window's edges come from a base prior
 # (uniform here); each later window keeps the previous window's type with probability
 # `stay` and otherwise redraws it from the base; the decoder passes messages along the
-# window's edges at every step in it. The guide reads each window (with a few frames of
-# context either side) and gives its edge probabilities. With `stay=0` the windows are
+# window's edges at every step in it. The guide reads each window, and a bidirectional
+# GRU over the windows lets every window's edge probabilities draw on the whole
+# trajectory. With `stay=0` the windows are
 # independent; with `stay=1` the chain is one static graph.
 #
 # This notebook simulates springs whose springs switch on and off at random times, fits
@@ -81,13 +82,15 @@ print(f"truth per frame: edges {list(test.edges.shape)}; switches per test traje
 #
 # Both start from the `springs5` recipe (the main job: hidden size 64, symmetric graphs).
 # The dynamic model is the `springs5-switching` preset: the same network, plus
-# `graph.dynamic` and the Markov prior, and a guide whose encoder reads each window of 7
-# frames with 7 more either side (`window_context`).
+# `graph.dynamic` and the Markov prior, and a guide whose encoder reads each window of 4
+# frames, with a bidirectional GRU over the windows (`recurrent`) that lets every window's
+# edge logits read the whole trajectory.
 
 # %%
 dynamic_preset = load_preset("springs5-switching")
 print("model graph:", dynamic_preset.model["graph"], "| prior:", dynamic_preset.model["prior"])
-print("guide window_context:", dynamic_preset.guide["window_context"])
+print("guide window_context:", dynamic_preset.guide["window_context"],
+      "| recurrent:", dynamic_preset.guide["recurrent"])
 
 EPOCHS = 1 if SMOKE else 12
 fits, seconds = {}, {}
@@ -106,7 +109,7 @@ for name, preset in (("static", "springs5"), ("markov", "springs5-switching")):
 # with the best relabelling of the edge types over the whole test set. A static model's
 # one graph is scored at every frame. Switch detection: a change of the most likely type
 # between consecutive frames, matched to a true switch of the same pair within
-# +-7 frames (one window).
+# +-W frames (one window: W = 4 here).
 
 # %%
 rows = {}
@@ -140,12 +143,13 @@ display(fig)
 
 # %%
 markov = torch.from_numpy(relabel(probs["markov"], test.edges, True)).float()
-found = switch_detection(markov, test.edges, tolerance=7)
+W = dynamic_preset.model["graph"]["dynamic"]["window"]
+found = switch_detection(markov, test.edges, tolerance=W)
 print({k: round(v, 3) if isinstance(v, float) else v for k, v in found.items()})
 true_switch = test.edges.diff(dim=1).ne(0)  # [S, T-1, E]: frame t+1 differs from frame t
 seen = markov.argmax(-1).diff(dim=1).ne(0)
-# A detected switch within +-7 frames of each frame (a max over a sliding window of 15).
-near = torch.nn.functional.max_pool1d(seen.transpose(1, 2).float(), 15, 1, 7)
+# A detected switch within +-W frames of each frame (a max over a sliding window of 2W+1).
+near = torch.nn.functional.max_pool1d(seen.transpose(1, 2).float(), 2 * W + 1, 1, W)
 hits = (true_switch & near.transpose(1, 2).bool()).sum((1, 2))
 s = int(hits.argmax())  # the test trajectory with the most switches found
 pairs = true_switch[s].any(0).nonzero().flatten().tolist()
@@ -165,7 +169,7 @@ plot_edges_over_time(markov[s], test.edges[s], edges=pairs[:6] or None, kind="li
 # ```bash
 # nri-pyro ablate --preset springs5-switching --vary prior.stay=0,0.9,0.99 --seeds 2
 # nri-pyro ablate --preset springs5-switching \
-#     --variant 'static: graph.dynamic=null prior.name=uniform' \
+#     --variant 'static: graph.dynamic=null guide.recurrent=null prior.name=uniform' \
 #     --variant 'markov:'
 # ```
 #

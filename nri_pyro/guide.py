@@ -8,7 +8,9 @@ them kept for evaluation. A prior with global latents brings its own guide modul
 (:meth:`nri_pyro.priors.EdgePrior.make_guide`), fed the edge-type probabilities. A dynamic
 graph (``graph.dynamic``) gets one q(z_bw | x_b) per window w, each from the encoder
 reading that window with ``window_context`` frames either side (a sliding-window encoder),
-sampled in the model's order.
+sampled in the model's order. With the guide's ``recurrent: {hidden: H}``, a bidirectional
+GRU over the windows (per edge) adds to every window's logits what the rest of the
+trajectory says, so that q(z_bw | x_b) reads all of x_b.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from nri_pyro.model import (
     trajectories_plate,
     window_site,
 )
-from nri_pyro.nn import MLPEncoder, full_graph
+from nri_pyro.nn import MLPEncoder, WindowGRU, full_graph
 from nri_pyro.nn.parallel import global_batch_norms, global_count, global_sum, paused
 from nri_pyro.priors import EdgePrior, GraphStructure, UniformPrior
 from nri_pyro.specs import ENCODERS, component_kwargs
@@ -100,6 +102,18 @@ class NRIGuide(PyroModule):
         # Batch norms with the global batch's statistics in a data-parallel step (and
         # BatchNorm1d's own elsewhere): W processes train what one process trains.
         self.encoder = global_batch_norms(network)
+        # A dynamic graph's optional GRU over the windows (the guide's `recurrent`).
+        self.window_gru = None
+        if spec.get("recurrent") is not None:
+            if self.structure.window is None:
+                raise ValueError(
+                    "the guide's recurrent encoder runs over the windows of a dynamic graph, "
+                    "but the model's graph is static: set graph.dynamic.window or drop "
+                    "recurrent"
+                )
+            self.window_gru = WindowGRU(
+                network.head.fc_out.in_features, spec["recurrent"]["hidden"], num_edge_types
+            )
         self.prior_guide = (prior or UniformPrior(num_edge_types)).make_guide()
         self.num_objects = num_objects
         if self.structure.shared:
@@ -158,7 +172,11 @@ class NRIGuide(PyroModule):
             batch, n, _, d = x.shape
             windows = x[:, :, frames.flatten()].unflatten(2, tuple(frames.shape))
             windows = windows.transpose(1, 2).reshape(-1, n, frames.shape[1], d)
-            return self.encoder(windows, graph).unflatten(0, (batch, -1)).to(x.dtype)
+            if self.window_gru is None:
+                return self.encoder(windows, graph).unflatten(0, (batch, -1)).to(x.dtype)
+            features = self.encoder.edge_features(windows, graph).unflatten(0, (batch, -1))
+            logits = self.encoder.head.fc_out(features) + self.window_gru(features)
+            return logits.to(x.dtype)
         return self.encoder(x[:, :, : self.num_frames], graph).to(x.dtype)
 
     def window_frames(self, num_frames: int, device: torch.device | str) -> Tensor:

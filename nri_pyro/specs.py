@@ -43,6 +43,9 @@ GUIDE_DEFAULTS: dict[str, Any] = {
     # A dynamic graph (the model's graph.dynamic): frames the encoder reads on each side of
     # a window (null: 0).
     "window_context": None,
+    # A dynamic graph: a bidirectional GRU over the windows, per edge, so that every
+    # window's logits read the whole trajectory ({hidden: H}; null: each window alone).
+    "recurrent": None,
 }
 
 
@@ -289,6 +292,16 @@ def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if context is not None and (isinstance(context, bool) or not isinstance(context, int)
                                 or context < 0):  # fmt: skip
         raise ValueError(f"window_context must be an integer >= 0, got {context!r}")
+    recurrent = resolved["recurrent"]
+    if recurrent is not None:
+        if not isinstance(recurrent, Mapping) or set(recurrent) - {"hidden"}:
+            raise ValueError(
+                f"recurrent must be null or a mapping {{hidden: H}}, got {recurrent!r}"
+            )
+        hidden = recurrent.get("hidden", 64)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"recurrent.hidden must be an integer >= 1, got {hidden!r}")
+        resolved["recurrent"] = {"hidden": hidden}
     return resolved
 
 

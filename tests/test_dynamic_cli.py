@@ -228,6 +228,22 @@ def test_variants_vary_and_overrides_on_a_dynamic_spec(tmp_path, data):
     assert variant.label == "m" and variant.slug == "m"
 
 
+def test_the_switching_presets_static_variant_drops_its_recurrent_guide(data, tmp_path):
+    """springs5-switching's guide runs a GRU over the windows, which a static graph does not
+    have: the static variant must say guide.recurrent=null (as the README's command does),
+    and without it the study is refused before any run, naming the variant."""
+    static = "static: graph.dynamic=null guide.recurrent=null prior.name=uniform"
+    study = Study(tmp_path / "ok", preset="springs5-switching", data=data, overrides=TINY,
+                  variants=[static, "markov:"], seeds=1)  # fmt: skip
+    configs = [study.configs[v.slug] for v in study.variants]
+    assert configs[0]["guide_spec"]["recurrent"] is None
+    assert configs[1]["guide_spec"]["recurrent"] == {"hidden": 64}
+    with pytest.raises(ValueError, match="the model's graph is static"):
+        Study(tmp_path / "refused", preset="springs5-switching", data=data, overrides=TINY,
+              variants=["static: graph.dynamic=null prior.name=uniform"], seeds=1)  # fmt: skip
+    assert not (tmp_path / "ok").exists() and not (tmp_path / "refused").exists()
+
+
 def test_nan_switch_metrics_do_not_break_the_table():
     def run(variant, seed, **metrics):
         return {"variant": variant, "seed": seed, "status": "ok", "edge_accuracy": 0.5,

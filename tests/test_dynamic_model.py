@@ -19,13 +19,14 @@ from nri_pyro.specs import resolve_guide_spec, resolve_model_spec
 SMALL = {"msg_hidden": 8, "msg_out": 8, "hidden": 8}
 
 
-def build(prior, window=5, frames=20, objects=3, context=0, encoder="mlp", **graph):
+def build(prior, window=5, frames=20, objects=3, context=0, encoder="mlp", recurrent=None, **graph):
     model_spec = resolve_model_spec(
         {"decoder": SMALL, "prior": prior, "graph": {"dynamic": {"window": window}, **graph}}
     )
     guide_spec = resolve_guide_spec(
-        {"encoder": {"name": encoder, "hidden": 8}, "window_context": context}
-    )
+        {"encoder": {"name": encoder, "hidden": 8}, "window_context": context,
+         "recurrent": recurrent}
+    )  # fmt: skip
     model = NRIModel(model_spec, 4).double()
     guide = NRIGuide.for_model(guide_spec, model, frames, objects).double()
     return model, guide
@@ -236,6 +237,54 @@ def test_bad_dynamic_combinations_are_refused():
         guide(x, edges)
     with pytest.raises(ValueError, match="reads 5 frames per window"):
         guide.edge_probs(x[:, :, :4])
+
+
+def test_a_recurrent_guide_reads_the_whole_trajectory_in_every_window():
+    """Without `recurrent` (and no context), a window's logits depend on its own frames
+    only; with it, the GRU over windows carries the last frames into the first window's
+    logits. A fresh GRU adds nothing: its output layer starts at zero."""
+    torch.manual_seed(0)
+    _, plain = build({"name": "markov", "stay": 0.9})
+    _, recurrent = build({"name": "markov", "stay": 0.9}, recurrent={"hidden": 6})
+    recurrent.encoder.load_state_dict(plain.encoder.state_dict())
+    plain.eval(), recurrent.eval()
+    x = torch.randn(2, 3, 20, 4, dtype=torch.float64)
+    assert torch.equal(plain.logits(x), recurrent.logits(x))
+    torch.nn.init.normal_(recurrent.window_gru.fc_out.weight)
+    changed = x.clone()
+    changed[:, :, 15:] += 1.0  # the last window's frames only
+    for guide, reaches_first in ((plain, False), (recurrent, True)):
+        before, after = guide.logits(x), guide.logits(changed)
+        assert before.shape == (2, 4, 6, 2)
+        assert torch.allclose(before[:, 0], after[:, 0]) is not reaches_first
+        assert not torch.allclose(before[:, -1], after[:, -1])
+    # Its parameters are trained: the ELBO's gradient reaches them.
+    model, _ = build({"name": "markov", "stay": 0.9})
+    recurrent.train()
+    loss = TraceMeanField_ELBO().differentiable_loss(model, recurrent, x)
+    loss.backward()
+    assert recurrent.window_gru.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "recurrent, message",
+    [
+        ({"hidden": 0}, "recurrent.hidden must be an integer >= 1"),
+        ({"size": 8}, "recurrent must be null or a mapping"),
+        (16, "recurrent must be null or a mapping"),
+    ],
+)
+def test_bad_recurrent_settings_are_refused(recurrent, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_guide_spec({"recurrent": recurrent})
+
+
+def test_a_recurrent_guide_needs_a_dynamic_graph():
+    model = NRIModel(resolve_model_spec({"decoder": SMALL}), 4)
+    spec = resolve_guide_spec({"encoder": {"name": "mlp", "hidden": 8}, "recurrent": {}})
+    assert spec["recurrent"] == {"hidden": 64}
+    with pytest.raises(ValueError, match="the model's graph is static"):
+        NRIGuide.for_model(spec, model, 20, 3)
 
 
 def test_build_prior_names_the_markov_settings():

@@ -2,7 +2,7 @@
 
 from nri_pyro.nn.compile import compile_modules
 from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder, recompute_threshold
-from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder
+from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder, WindowGRU
 from nri_pyro.nn.graph import (
     Graph,
     adjacency_to_edges,
@@ -18,6 +18,7 @@ __all__ = [
     "MLPDecoder",
     "MLPEncoder",
     "RNNDecoder",
+    "WindowGRU",
     "adjacency_to_edges",
     "compile_modules",
     "edges_to_adjacency",

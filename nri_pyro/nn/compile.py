@@ -17,7 +17,8 @@ def compile_modules(module: nn.Module, **options: Any) -> list[str]:
 
     ``module`` is one of them or anything holding them (a model, a guide); ``options`` go to
     ``torch.compile`` (``mode``, ``dynamic``, ...). Only ``forward`` is compiled (a decoder's
-    ``rollout`` and ``step`` stay eager), so Pyro's sample sites and ELBO never are.
+    ``rollout`` and ``step`` stay eager, and so does an encoder's ``edge_features``, which
+    a recurrent guide calls), so Pyro's sample sites and ELBO never are.
     Returns the names of the compiled modules ("" for ``module`` itself). The first call of
     each compiles (minutes on a CPU) and a new input shape may compile again; whether it
     pays off depends on the device and sizes: measure with benchmarks/scale.py --compile.

@@ -106,11 +106,15 @@ class _EdgeHead(nn.Module):
         nn.init.constant_(self.fc_out.bias, 0.1)
 
     def forward(self, h: Tensor, graph: Graph) -> Tensor:
+        return self.fc_out(self.features(h, graph))
+
+    def features(self, h: Tensor, graph: Graph) -> Tensor:
+        """The edge features that the logits are a linear map of: [B, E, H]."""
         if self.factor:
             skip = h
             h = self.node_mlp(graph.edge_to_node(h, mean=True))  # [B, N, H]
             h = self.edge_mlp.on_edges(h, graph, skip)  # [B, E, H]
-        return self.fc_out(h)
+        return h
 
 
 class MLPEncoder(nn.Module):
@@ -137,6 +141,10 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> logits [B, E, K]."""
+        return self.head.fc_out(self.edge_features(x, graph))
+
+    def edge_features(self, x: Tensor, graph: Graph) -> Tensor:
+        """x: [B, N, T, D] -> the edge features [B, E, H] that the logits are linear in."""
         _check_nodes(x, graph, self.num_features)
         if x.shape[2] != self.num_frames:
             raise ValueError(
@@ -145,7 +153,7 @@ class MLPEncoder(nn.Module):
                 f"{self.num_frames} frames or use CNNEncoder, which handles any T"
             )
         h = self.mlp1(x.flatten(2))  # [B, N, H]
-        return self.head(self.mlp2.on_edges(h, graph), graph)  # [B, E, H] -> [B, E, K]
+        return self.head.features(self.mlp2.on_edges(h, graph), graph)
 
 
 class _CNN(nn.Module):
@@ -199,6 +207,10 @@ class CNNEncoder(nn.Module):
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> logits [B, E, K]."""
+        return self.head.fc_out(self.edge_features(x, graph))
+
+    def edge_features(self, x: Tensor, graph: Graph) -> Tensor:
+        """x: [B, N, T, D] -> the edge features [B, E, H] that the logits are linear in."""
         _check_nodes(x, graph, self.num_features)
         batch, _, frames, _ = x.shape
         if frames < _CNN.MIN_FRAMES:
@@ -209,4 +221,31 @@ class CNNEncoder(nn.Module):
         pairs = graph.node_to_edge(x.transpose(1, 2))  # [B, T, E, 2D]
         series = pairs.permute(0, 2, 3, 1).flatten(0, 1)  # [B*E, 2D, T]
         h = self.mlp1(self.cnn(series).unflatten(0, (batch, graph.num_edges)))  # [B, E, H]
-        return self.head(h, graph)
+        return self.head.features(h, graph)
+
+
+class WindowGRU(nn.Module):
+    """A bidirectional GRU over a trajectory's windows, one sequence per edge: it lets a
+    dynamic graph's logits of every window read the whole trajectory (as Dynamic NRI's
+    recurrent encoder does), on top of a per-window encoder.
+
+    forward(features: [B, W, E, H]) -> logit corrections [B, W, E, K]. Its output layer
+    starts at zero, so a fresh one adds nothing to the per-window encoder's logits.
+    """
+
+    def __init__(self, n_in: int, hidden: int = 64, num_edge_types: int = 2) -> None:
+        super().__init__()
+        self.gru = nn.GRU(n_in, hidden, batch_first=True, bidirectional=True)
+        self.fc_out = nn.Linear(2 * hidden, num_edge_types)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.dim() != 4:
+            raise ValueError(
+                f"features must be [B, W, E, H] (4 dimensions), got shape {tuple(features.shape)}"
+            )
+        batch, _, edges, _ = features.shape
+        sequences = features.transpose(1, 2).flatten(0, 1)  # [B*E, W, H]
+        out, _ = self.gru(sequences)
+        return self.fc_out(out).unflatten(0, (batch, edges)).transpose(1, 2)
