@@ -68,7 +68,10 @@ class EdgeTypes(RelaxedOneHotCategorical):
 
         u = clamp_probs(uniform(shape) if len(sample_shape) else local_rows(shape, uniform))
         scores = (logits - (-u.log()).log()) / self.temperature
-        soft = (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
+        # softmax normalises by division: on the simplex to a few ulps at any scale, where
+        # exp(scores - logsumexp) drifts with the logsumexp's rounding (1e-5 at scores
+        # near 100 in float32, which fails the support check of log_prob).
+        soft = torch.softmax(scores, dim=-1)
         return QuantizeCategorical.apply(soft) if self.hard else soft
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -225,3 +225,16 @@ def test_a_per_feature_variance_is_learned_for_each_feature_and_evaluated_as_suc
     assert math.isfinite(metrics["nll"])
     with pytest.raises(ValueError, match=r"likelihood\.per_feature must be true or false"):
         _setup(overrides=["likelihood.per_feature=3"])
+
+
+def test_relaxed_samples_stay_on_the_simplex_for_confident_logits():
+    """Confident float32 logits (a trained guide's) give large scores at temperature 0.5;
+    the samples must still pass the simplex check of log_prob (validation on). A training
+    run of springs5-switching once stopped on a sample that failed it (site edges_3):
+    samples are now normalised by softmax's division."""
+    torch.manual_seed(0)
+    logits = torch.cat([40.0 * torch.randn(2048, 10, 2), 200.0 + torch.randn(2048, 10, 2)])
+    site = EdgeTypes(0.5, logits=logits, validate_args=True)
+    z = site.rsample()
+    assert (z.sum(-1) - 1).abs().max() < 1e-6
+    assert torch.isfinite(site.log_prob(z)).all()
