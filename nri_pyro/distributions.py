@@ -68,9 +68,9 @@ class EdgeTypes(RelaxedOneHotCategorical):
 
         u = clamp_probs(uniform(shape) if len(sample_shape) else local_rows(shape, uniform))
         scores = (logits - (-u.log()).log()) / self.temperature
-        # softmax normalises by division: on the simplex to a few ulps at any scale, where
-        # exp(scores - logsumexp) drifts with the logsumexp's rounding (1e-5 at scores
-        # near 100 in float32, which fails the support check of log_prob).
+        # softmax normalises by division, so the sum is 1 to a few ulps; exp(scores -
+        # logsumexp) carries the logsumexp's rounding into it, and a float32 training run
+        # once drew a sample that failed log_prob's simplex check that way.
         soft = torch.softmax(scores, dim=-1)
         return QuantizeCategorical.apply(soft) if self.hard else soft
 
