@@ -279,6 +279,11 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def _whole(value: Any, least: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Guide spec merged with defaults and checked."""
     _check_keys("guide spec", spec, GUIDE_DEFAULTS)
@@ -289,8 +294,7 @@ def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(resolved["hard"], bool):
         raise ValueError(f"hard must be true or false, got {resolved['hard']!r}")
     context = resolved["window_context"]
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int)
-                                or context < 0):  # fmt: skip
+    if context is not None and not _whole(context, 0):
         raise ValueError(f"window_context must be an integer >= 0, got {context!r}")
     recurrent = resolved["recurrent"]
     if recurrent is not None:
@@ -299,7 +303,7 @@ def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                 f"recurrent must be null or a mapping {{hidden: H}}, got {recurrent!r}"
             )
         hidden = recurrent.get("hidden", 64)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        if not _whole(hidden, 1):
             raise ValueError(f"recurrent.hidden must be an integer >= 1, got {hidden!r}")
         resolved["recurrent"] = {"hidden": hidden}
     return resolved
