@@ -31,8 +31,9 @@ import time
 import torch
 
 from nri_pyro.api import NRI
+from nri_pyro.data.dataset import normalizer_for, prepare
 from nri_pyro.data.simulate import simulate
-from nri_pyro.evaluation import evaluate, normalizer_for, prepare
+from nri_pyro.evaluation import evaluate
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
 from nri_pyro.training import Trainer

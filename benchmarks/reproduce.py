@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from nri_pyro.checkpoints import differences
 from nri_pyro.presets import load_preset, preset_names
-from nri_pyro.specs import differences
 
 CPU_PRESETS = ("springs5", "charged5", "kuramoto5", "springs10", "charged10", "kuramoto10")
 # Kipf et al. (2018), Table 1 (unsupervised NRI, edge accuracy %) and Table 2 (NRI with the

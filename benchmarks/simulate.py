@@ -24,8 +24,9 @@ import torch
 from numpy_reference import ONE_AT_A_TIME  # benchmarks/, beside this script
 
 from nri_pyro import generate_dataset, simulate
-from nri_pyro.data.simulate import default_chunk_size, resolve_device
+from nri_pyro.data.simulate import default_chunk_size
 from nri_pyro.data.systems import get_system
+from nri_pyro.devices import resolve_device
 
 # From nri-facts.md (measured once on this project's kind of machine, one core).
 REFERENCE_SIMS_PER_S = {"springs": 10.0, "charged": 7.5, "kuramoto": 20.0}

@@ -260,7 +260,7 @@ class Study:
         import importlib
 
         from nri_pyro.api import build, resolve_specs
-        from nri_pyro.data.simulate import resolve_device
+        from nri_pyro.devices import resolve_device
 
         self.out = Path(out)
         self.seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -666,8 +666,9 @@ def run_child(run_dir: Path) -> None:
 
     from nri_pyro import diagnostics
     from nri_pyro.api import NRI
+    from nri_pyro.data.dataset import prepare
     from nri_pyro.data.io import load_dataset
-    from nri_pyro.evaluation import importance_log_weights, log_evidence, prepare
+    from nri_pyro.evaluation import importance_log_weights, log_evidence
 
     config = json.loads((run_dir / "run.json").read_text())
     torch.set_num_threads(config["threads"])

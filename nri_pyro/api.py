@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 
 from nri_pyro.checkpoints import build_from_checkpoint, load_checkpoint, model_state
-from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
-from nri_pyro.data.simulate import resolve_device
+from nri_pyro.data.dataset import Normalizer, TrajectoryDataset, normalizer_for, prepare
 from nri_pyro.data.systems import SYSTEMS, get_system
+from nri_pyro.devices import resolve_device
 from nri_pyro.distributed import DataParallel
-from nri_pyro.evaluation import evaluate, memory_safe_batch, normalizer_for, prepare
+from nri_pyro.evaluation import evaluate, memory_safe_batch
 from nri_pyro.files import atomic_save
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
@@ -31,13 +31,13 @@ from nri_pyro.nn import edges_to_adjacency
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset
 from nri_pyro.specs import (
-    TrainConfig,
     apply_overrides,
     load_spec,
     resolve_guide_spec,
     resolve_model_spec,
     resolve_train_config,
 )
+from nri_pyro.train_config import TrainConfig
 from nri_pyro.training import Trainer
 
 SpecLike = str | Path | Mapping[str, Any] | None

@@ -9,6 +9,7 @@ that a resumed run continues exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from nri_pyro.data.dataset import Normalizer
 from nri_pyro.files import atomic_save
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
-from nri_pyro.specs import TrainConfig
+from nri_pyro.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "nri-pyro-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -128,3 +129,18 @@ def build_from_checkpoint(state: dict[str, Any], device: torch.device) -> tuple[
     model.load_state_dict(state["model_state"])
     guide.load_state_dict(state["guide_state"])
     return model, guide
+
+
+def differences(
+    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value before, value after)`` for every key whose value differs, nested
+    mappings compared key by key (a key missing on one side has the value None there)."""
+    out = []
+    for key in sorted(set(before) | set(after), key=str):
+        was, now = before.get(key), after.get(key)
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            out += differences(was, now, f"{prefix}{key}.")
+        elif was != now:
+            out.append((f"{prefix}{key}", was, now))
+    return out

@@ -216,7 +216,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from nri_pyro.api import NRI
     from nri_pyro.checkpoints import check_run_folder
     from nri_pyro.data.io import load_dataset
-    from nri_pyro.data.simulate import resolve_device
+    from nri_pyro.devices import resolve_device
 
     started = time.perf_counter()
     # Everything is checked before any data are made or read.

@@ -3,8 +3,7 @@
 The paper's protocol (:func:`evaluate`): edge accuracy with the best relabelling of edge
 types over the whole set, AUROC, the multi-step prediction NLL and MSE, the negative ELBO,
 and rollout errors after 1 to 20 steps; and the importance-sampled held-out log evidence
-(:func:`importance_log_weights`, :func:`log_evidence`). Also the data preparation that
-training and evaluation share: normalisation statistics and normalised inputs.
+(:func:`importance_log_weights`, :func:`log_evidence`).
 """
 
 from __future__ import annotations
@@ -12,18 +11,19 @@ from __future__ import annotations
 import logging
 import math
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import Tensor
 
-from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+# Moved to nri_pyro.data.dataset; importable from here for one release (0.2 drops them).
+from nri_pyro.data.dataset import batch_slices, normalizer_for, prepare  # noqa: F401
 from nri_pyro.guide import NRIGuide
 from nri_pyro.metrics import EdgeAccumulator, MSEAccumulator, switch_detection
-from nri_pyro.model import NRIModel, check_trajectories
-from nri_pyro.nn import MLPDecoder, recompute_threshold
+from nri_pyro.model import NRIModel
+from nri_pyro.nn import recompute_threshold
 from nri_pyro.nn.modes import eval_mode
+from nri_pyro.objectives import objective
 
 logger = logging.getLogger(__name__)
 
@@ -32,64 +32,23 @@ ROLLOUT_STEPS = 20
 EVAL_SEED = 1234
 
 
-def objective(name: str) -> pyro.infer.ELBO:
-    """The ELBO of an objective name: "nri" (analytic categorical KL) or "concrete"."""
-    if name == "nri":
-        return pyro.infer.TraceMeanField_ELBO()
-    if name == "concrete":
-        return pyro.infer.Trace_ELBO()
-    raise ValueError(f"unknown objective {name!r}; valid objectives: nri, concrete")
-
-
-def normalizer_for(train: TrajectoryDataset) -> Normalizer:
-    """The training statistics: those stored with the data, else fitted per feature."""
-    if train.normalizer is not None:
-        return train.normalizer
-    groups = tuple((i,) for i in range(train.num_features))
-    return Normalizer.fit(train.trajectories, groups)
-
-
-def prepare(data: TrajectoryDataset, normalizer: Normalizer) -> tuple[Tensor, Tensor | None]:
-    """Normalised float32 trajectories [S, N, T, D] and flattened true edges [S, E] (or None;
-    [S, T, E] for graphs that change over time)."""
-    check_trajectories(data.trajectories)
-    x = normalizer.apply(data.trajectories.double()).float()
-    edges = data.edges if data.adjacency is not None else None
-    return x, edges
-
-
 def memory_safe_batch(
     requested: int, model: NRIModel, guide: NRIGuide, x: Tensor, device: torch.device | str
 ) -> int:
     """``requested``, or fewer trajectories where one batch's widest per-edge tensors (the
-    decoder's messages over all blocks, the encoder's edge activations) would exceed a
-    sixteenth of the device's memory: evaluation of large systems (N = 100 has 9,900 edges,
-    about 100 MB of messages per trajectory at hidden 256) without running out of memory.
-
-    The CNN encoder convolves every edge's series over the T frames it reads: its widest
-    activations are [B*E, H, T-4] (after the first kernel-5 convolution), two of them alive
-    at once (a layer's input and output), 90 times H floats per edge at T = 49; the MLP
-    encoder's edge activations are H wide."""
+    decoder's messages, the encoder's edge activations: each class says how many bytes per
+    edge, ``bytes_per_edge``) would exceed a sixteenth of the device's memory: evaluation
+    of large systems (N = 100 has 9,900 edges, about 100 MB of messages per trajectory at
+    hidden 256) without running out of memory."""
     num_objects, num_frames = x.shape[1], x.shape[2]
     edges = num_objects * (num_objects - 1)
     frames = min(num_frames, guide.num_frames)  # the encoder reads the training length
-    blocks = 1
-    if isinstance(model.decoder, MLPDecoder):  # every block of the trajectory advances at once
-        blocks = math.ceil((frames - 1) / model.prediction_steps)
-    encoder = guide.spec["encoder"]
-    encoder_hidden = int(encoder.get("hidden", 256))
-    encoder_floats = 4 * encoder_hidden
-    if encoder["name"] == "cnn":
-        encoder_floats = max(encoder_floats, 2 * encoder_hidden * (frames - 4))
-    per_trajectory = edges * max(
-        blocks * model.decoder.messages.bytes_per_edge(), 4 * encoder_floats
+    per_edge = max(
+        model.decoder.bytes_per_edge(frames, model.prediction_steps),
+        guide.encoder.bytes_per_edge(frames),
     )
     budget = recompute_threshold(torch.device(device)) // 4
-    return max(1, min(requested, budget // per_trajectory))
-
-
-def _batches(num: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, num)) for i in range(0, num, size)]
+    return max(1, min(requested, budget // (edges * per_edge)))
 
 
 @torch.no_grad()
@@ -153,7 +112,7 @@ def evaluate(
     devices = [device] if device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
-        for batch in _batches(count, batch_size):
+        for batch in batch_slices(count, batch_size):
             xb = x[batch].to(device)
             if accumulator is not None and not per_frame:
                 accumulator.update(guide.edge_probs(xb).cpu(), edges[batch].cpu())
@@ -230,7 +189,7 @@ def importance_log_weights(
     devices = [device] if device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
-        for batch in _batches(x.shape[0], batch_size):
+        for batch in batch_slices(x.shape[0], batch_size):
             xt = x[batch, :, : guide.num_frames].to(device)
             out.append(weigh(model, guide, xt, num_samples, batch_size).cpu())
     return torch.cat(out)

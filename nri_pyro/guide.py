@@ -32,10 +32,11 @@ from nri_pyro.model import (
     trajectories_plate,
     window_site,
 )
-from nri_pyro.nn import MLPEncoder, WindowGRU, full_graph
+from nri_pyro.nn import ENCODERS, WindowGRU, full_graph
 from nri_pyro.nn.parallel import global_batch_norms, global_count, global_sum, paused
-from nri_pyro.priors import EdgePrior, GraphStructure, UniformPrior
-from nri_pyro.specs import ENCODERS, component_kwargs
+from nri_pyro.nn.registry import build_encoder
+from nri_pyro.priors import EdgePrior, UniformPrior
+from nri_pyro.structure import GraphStructure
 
 SHARED_MOMENTUM = 0.05  # running average of a shared graph's pooled logits, for evaluation
 
@@ -73,7 +74,6 @@ class NRIGuide(PyroModule):
         self.hard = bool(spec["hard"])
         encoder = spec["encoder"]
         cls = ENCODERS[encoder["name"]]
-        kwargs = component_kwargs(encoder)
         self.structure = structure or GraphStructure(None, num_edge_types)
         # A dynamic graph's windows: the encoder reads each window and `window_context`
         # frames either side of it (a sliding-window encoder), `encoder_frames` in all.
@@ -81,7 +81,7 @@ class NRIGuide(PyroModule):
         self.encoder_frames = num_frames
         if self.structure.window is not None:
             self.encoder_frames = self.structure.window + 2 * self.window_context
-            needed = getattr(cls, "min_frames", 1)
+            needed = cls.min_frames
             if self.encoder_frames < needed:
                 raise ValueError(
                     f"the {cls.__name__} needs at least {needed} frames, but a window of "
@@ -94,11 +94,10 @@ class NRIGuide(PyroModule):
                     f"the trajectories have {num_frames} frames, fewer than the "
                     f"{self.encoder_frames} that the encoder reads per window"
                 )
-        if cls is MLPEncoder:
-            network = cls(self.encoder_frames, num_features, num_edge_types=num_edge_types,
-                          **kwargs)  # fmt: skip
-        else:
-            network = cls(num_features, num_edge_types=num_edge_types, **kwargs)
+        network = build_encoder(
+            encoder, num_frames=self.encoder_frames, num_features=num_features,
+            num_edge_types=num_edge_types,
+        )  # fmt: skip
         # Batch norms with the global batch's statistics in a data-parallel step (and
         # BatchNorm1d's own elsewhere): W processes train what one process trains.
         self.encoder = global_batch_norms(network)
@@ -112,7 +111,7 @@ class NRIGuide(PyroModule):
                     "recurrent"
                 )
             self.window_gru = WindowGRU(
-                network.head.fc_out.in_features, spec["recurrent"]["hidden"], num_edge_types
+                network.feature_size, spec["recurrent"]["hidden"], num_edge_types
             )
         self.prior_guide = (prior or UniformPrior(num_edge_types)).make_guide()
         self.num_objects = num_objects
@@ -148,12 +147,12 @@ class NRIGuide(PyroModule):
                     f"have {num_frames}"
                 )
             return
-        if isinstance(self.encoder, MLPEncoder) and num_frames < self.num_frames:
+        if self.encoder.fixed_frames and num_frames < self.num_frames:
             raise ValueError(
-                f"the MLP encoder reads {self.num_frames} frames (its training length), "
-                f"but {where} have {num_frames}"
+                f"the {type(self.encoder).__name__} reads {self.num_frames} frames (its "
+                f"training length), but {where} have {num_frames}"
             )
-        needed = getattr(self.encoder, "min_frames", 1)
+        needed = self.encoder.min_frames
         if num_frames < needed:
             raise ValueError(
                 f"the {type(self.encoder).__name__} needs at least {needed} frames, but {where} "
@@ -175,22 +174,18 @@ class NRIGuide(PyroModule):
             if self.window_gru is None:
                 return self.encoder(windows, graph).unflatten(0, (batch, -1)).to(x.dtype)
             features = self.encoder.edge_features(windows, graph).unflatten(0, (batch, -1))
-            logits = self.encoder.head.fc_out(features) + self.window_gru(features)
+            logits = self.encoder.output(features) + self.window_gru(features)
             return logits.to(x.dtype)
         return self.encoder(x[:, :, : self.num_frames], graph).to(x.dtype)
 
     def window_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
-        """The frames the encoder reads for each window of a dynamic graph: [W, L].
-
-        Window w covers frames [w W, (w + 1) W) (the last also the T mod W left over); the
-        encoder reads the L = W + 2 window_context frames centred on it, shifted to lie
-        within the trajectory."""
-        window, length = self.structure.window, self.encoder_frames
-        count = self.structure.num_windows(num_frames)
-        starts = torch.arange(count, device=device) * window
-        ends = (starts + window).clamp(max=num_frames)
-        ends[-1] = num_frames
-        first = torch.div(starts + ends - length, 2, rounding_mode="floor")
+        """The frames the encoder reads for each window of a dynamic graph: [W, L], the
+        L = W + 2 window_context frames centred on the window's span
+        (:meth:`~nri_pyro.structure.GraphStructure.window_spans`), shifted to lie within
+        the trajectory."""
+        length = self.encoder_frames
+        spans = self.structure.window_spans(num_frames, device)  # [W, 2]
+        first = torch.div(spans.sum(-1) - length, 2, rounding_mode="floor")
         first = first.clamp(min=0, max=num_frames - length)
         return first[:, None] + torch.arange(length, device=device)
 

@@ -34,26 +34,15 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from nri_pyro.nn import MLPDecoder, full_graph
-from nri_pyro.priors import GraphStructure, build_prior, check_dynamic
-from nri_pyro.specs import DECODER_SCHEME_KEYS, DECODERS, component_kwargs
+from nri_pyro.data.dataset import check_trajectories
+from nri_pyro.nn import DECODERS, full_graph
+from nri_pyro.nn.registry import build_decoder
+from nri_pyro.priors import EdgePrior, build_prior
+from nri_pyro.structure import GraphStructure, check_dynamic
 
-
-def check_trajectories(x: Tensor, num_features: int | None = None) -> None:
-    """Clear errors for trajectories the model cannot use: x must be [B, N, T, D]."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"trajectories must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"trajectories must have shape [B, N, T, D] (batch, objects, frames, features), "
-            f"got {tuple(x.shape)}"
-        )
-    if x.shape[1] < 2 or x.shape[2] < 2:
-        raise ValueError(f"need at least 2 objects and 2 frames, got shape {tuple(x.shape)}")
-    if num_features is not None and x.shape[3] != num_features:
-        raise ValueError(f"the model was built for {num_features} features, got {x.shape[3]}")
-    if not torch.isfinite(x).all():
-        raise ValueError("trajectories contain NaN or infinite values")
+# Settings of the decoder section that the model reads itself (NRI's multi-step scheme);
+# the rest go to the decoder's class.
+DECODER_SCHEME_KEYS = frozenset({"prediction_steps", "burn_in_steps"})
 
 
 def check_edges(edges: Tensor | None, edge_mask: Tensor | None, x: Tensor, k: int) -> None:
@@ -111,7 +100,12 @@ def window_site(window: int) -> str:
 class NRIModel(PyroModule):
     """p(z) p(x | z): the edge prior of the spec and a GNN dynamics likelihood.
 
-    ``spec`` is a resolved model spec (:func:`nri_pyro.specs.resolve_model_spec`).
+    Args:
+        spec: a resolved model spec (:func:`nri_pyro.specs.resolve_model_spec`).
+        num_features: D, the features per object and frame.
+        prior: the spec's prior, when its resolution built it already (else built here).
+        structure: the spec's graph structure, likewise.
+
     Call as ``model(x, edges=None, edge_mask=None, num_trajectories=None, kl_weight=1.0)``
     with x: [B, N, T, D]; edges: [B, E] known edge types and edge_mask: [B, E] which of
     them are known (all when edges are given without a mask). ``num_trajectories`` is the
@@ -123,7 +117,14 @@ class NRIModel(PyroModule):
     (``Predictive(..., return_sites=("_RETURN",))``), whatever the shape of the site.
     """
 
-    def __init__(self, spec: dict[str, Any], num_features: int) -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        num_features: int,
+        *,
+        prior: EdgePrior | None = None,
+        structure: GraphStructure | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.num_features = num_features
@@ -134,15 +135,15 @@ class NRIModel(PyroModule):
         decoder = spec["decoder"]
         self.prediction_steps = decoder.get("prediction_steps", 10)
         self.burn_in_steps = decoder.get("burn_in_steps")
-        cls = DECODERS[decoder["name"]]
-        self.decoder = cls(
-            num_features,
-            num_edge_types=self.num_edge_types,
-            **component_kwargs(decoder, DECODER_SCHEME_KEYS),
-        )
-        self.prior = build_prior(spec["prior"], self.num_edge_types)
-        self.structure = GraphStructure(spec.get("graph"), self.num_edge_types)
-        check_dynamic(self.prior, self.structure, decoder["name"])
+        self.decoder = build_decoder(
+            decoder, num_features=num_features, num_edge_types=self.num_edge_types,
+            exclude=DECODER_SCHEME_KEYS,
+        )  # fmt: skip
+        if prior is None or structure is None:  # not resolved before: check them here
+            prior = build_prior(spec["prior"], self.num_edge_types)
+            structure = GraphStructure(spec.get("graph"), self.num_edge_types)
+            check_dynamic(prior, structure, DECODERS[decoder["name"]])
+        self.prior, self.structure = prior, structure
         likelihood = spec["likelihood"]
         log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"]))
         if likelihood.get("per_feature", False):  # one noise scale per feature: [D]
@@ -189,7 +190,7 @@ class NRIModel(PyroModule):
         graph = self.graph_for(x_prefix.shape[1], x_prefix.device)
         if self.dynamic:  # the windows' edges of the steps after the prefix
             z = self.edges_per_step(z, x_prefix.shape[2] - 1, steps)
-        if isinstance(self.decoder, MLPDecoder):  # Markovian: start from the last prefix frame
+        if self.decoder.markovian:  # its state is the last prefix frame
             return self.decoder.rollout(x_prefix[:, :, -1], z, graph, steps)
         return self.decoder.rollout(x_prefix, z, graph, steps)
 

@@ -10,24 +10,21 @@ Values are parsed as YAML (``1e-3``, ``true``, ``[0.9, 0.1]``).
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nri_pyro.nn import CNNEncoder, MLPDecoder, MLPEncoder, RNNDecoder
-from nri_pyro.priors import GRAPH_DEFAULTS, GraphStructure, build_prior, check_dynamic
-
-ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
-DECODERS = {"mlp": MLPDecoder, "rnn": RNNDecoder}
-# Settings the model reads itself; the rest of a decoder section goes to the class.
-DECODER_SCHEME_KEYS = {"prediction_steps", "burn_in_steps"}
-# Arguments the library fills in from the data, never from a spec.
-FROM_DATA = {"num_features", "num_frames", "num_edge_types", "self"}
+from nri_pyro.checkpoints import differences  # noqa: F401 - specs compare with it too
+from nri_pyro.model import DECODER_SCHEME_KEYS
+from nri_pyro.nn import DECODERS, ENCODERS
+from nri_pyro.nn.registry import settings_of
+from nri_pyro.priors import build_prior
+from nri_pyro.structure import GRAPH_DEFAULTS, GraphStructure, check_dynamic
+from nri_pyro.train_config import PRECISIONS, SELECT_METRICS, TrainConfig  # noqa: F401
 
 MODEL_DEFAULTS: dict[str, Any] = {
     "edge_types": 2,
@@ -47,76 +44,6 @@ GUIDE_DEFAULTS: dict[str, Any] = {
     # window's logits read the whole trajectory ({hidden: H}; null: each window alone).
     "recurrent": None,
 }
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; the paper's recipe is the default."""
-
-    epochs: int = 500
-    batch_size: int = 128
-    lr: float = 5e-4
-    lr_decay_every: int = 200
-    lr_decay: float = 0.5
-    grad_clip: float | None = None
-    objective: str = "nri"
-    kl_weight: float = 1.0
-    kl_anneal_epochs: int = 0
-    select_metric: str = "nll"
-    eval_batch_size: int = 256
-    seed: int = 0
-    progress: bool = True
-    # "bfloat16": the encoder and decoder run under bf16 autocast in training steps (mixed
-    # precision: parameters, likelihood and KL stay float32); evaluation is float32.
-    precision: str = "float32"
-    # torch.compile the encoder and decoder (never Pyro's ELBO); off: it pays only on some
-    # devices and sizes (benchmarks/scale.py --compile measures it) and compiles for minutes.
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if f.type in ("int", "float") and not number:
-                raise ValueError(f"train.{f.name} must be a number, got {value!r}")
-            if f.type == "int" and isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError(f"train.{f.name} must be a whole number, got {value!r}")
-                setattr(self, f.name, int(value))
-            if f.type == "float" and number:
-                setattr(self, f.name, float(value))
-            if f.type == "bool" and not isinstance(value, bool):
-                raise ValueError(f"train.{f.name} must be true or false, got {value!r}")
-        if self.grad_clip is not None and not isinstance(self.grad_clip, (int, float)):
-            raise ValueError(f"train.grad_clip must be a number, got {self.grad_clip!r}")
-        checks = [
-            (self.epochs >= 1, "train.epochs must be >= 1"),
-            (self.batch_size >= 1, "train.batch_size must be >= 1"),
-            (self.lr > 0, "train.lr must be positive"),
-            (self.lr_decay_every >= 1, "train.lr_decay_every must be >= 1"),
-            (0 < self.lr_decay <= 1, "train.lr_decay must lie in (0, 1]"),
-            (self.grad_clip is None or self.grad_clip > 0, "train.grad_clip must be positive"),
-            (self.objective in ("nri", "concrete"), "train.objective must be nri or concrete"),
-            (
-                self.precision in PRECISIONS,
-                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-            ),
-            (self.kl_weight > 0, "train.kl_weight must be positive"),
-            (self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs must be >= 0"),
-            (
-                self.select_metric in SELECT_METRICS,
-                f"train.select_metric must be one of {', '.join(SELECT_METRICS)}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-PRECISIONS = ("float32", "bfloat16")
-
-# Validation metric -> whether larger is better.
-SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse": False}
 
 
 SPEC_KINDS = {"model": "models", "guide": "guides"}
@@ -209,25 +136,6 @@ def merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def differences(
-    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = ""
-) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, value before, value after)`` for every key whose value differs, nested
-    mappings compared key by key (a key missing on one side has the value None there)."""
-    out = []
-    for key in sorted(set(before) | set(after), key=str):
-        was, now = before.get(key), after.get(key)
-        if isinstance(was, Mapping) and isinstance(now, Mapping):
-            out += differences(was, now, f"{prefix}{key}.")
-        elif was != now:
-            out.append((f"{prefix}{key}", was, now))
-    return out
-
-
-def _component_keys(cls: type) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters) - FROM_DATA
-
-
 def _check_component(section: str, spec: Mapping[str, Any], registry: dict[str, type],
                      extra: Iterable[str] = ()) -> None:  # fmt: skip
     name = spec.get("name")
@@ -235,7 +143,7 @@ def _check_component(section: str, spec: Mapping[str, Any], registry: dict[str, 
         raise ValueError(
             f"unknown {section}.name {name!r}; valid names: {', '.join(sorted(registry))}"
         )
-    valid = _component_keys(registry[name]) | {"name", *extra}
+    valid = settings_of(registry[name]) | {"name", *extra}
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise ValueError(
@@ -275,7 +183,7 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")
     prior = build_prior(resolved["prior"], k)  # checks the prior's name and settings
     structure = GraphStructure(resolved["graph"], k)  # checks the structure's settings
-    check_dynamic(prior, structure, resolved["decoder"]["name"])
+    check_dynamic(prior, structure, DECODERS[resolved["decoder"]["name"]])
     return resolved
 
 
@@ -409,9 +317,3 @@ def _set_path(target: dict, defaults: Mapping, path: list[str], value: Any, text
     child_defaults = defaults.get(head) if isinstance(defaults, Mapping) else None
     _set_path(child, None if head in ("prior", "decoder", "encoder") else child_defaults,
               rest, value, text)  # fmt: skip
-
-
-def component_kwargs(spec: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, Any]:
-    """A component section without its name and the keys the library reads itself."""
-    skip = {"name", *exclude}
-    return {k: v for k, v in spec.items() if k not in skip}

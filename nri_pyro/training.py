@@ -27,15 +27,22 @@ import yaml
 from torch import Tensor
 
 from nri_pyro import distributed
-from nri_pyro.checkpoints import RUN_FILES, check_run_folder, load_checkpoint, model_state
-from nri_pyro.data.dataset import Normalizer
-from nri_pyro.evaluation import _batches, evaluate, objective
+from nri_pyro.checkpoints import (
+    RUN_FILES,
+    check_run_folder,
+    differences,
+    load_checkpoint,
+    model_state,
+)
+from nri_pyro.data.dataset import Normalizer, batch_slices
+from nri_pyro.evaluation import evaluate
 from nri_pyro.files import atomic_save, atomic_write_text
 from nri_pyro.guide import NRIGuide
 from nri_pyro.logs import progress_bar
 from nri_pyro.model import NRIModel
 from nri_pyro.nn import compile_modules
-from nri_pyro.specs import SELECT_METRICS, TrainConfig, differences
+from nri_pyro.objectives import objective
+from nri_pyro.train_config import SELECT_METRICS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +247,7 @@ class Trainer:
         self.model.train()
         self.guide.train()
         total = 0.0
-        batches = _batches(num, c.batch_size)
+        batches = batch_slices(num, c.batch_size)
         dp = self.dp
         if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
             batches = batches[:-1]  # fewer trajectories than processes: left for other epochs

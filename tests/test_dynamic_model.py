@@ -220,7 +220,7 @@ def test_bad_dynamic_settings_are_refused(model_spec, message):
 
 def test_bad_dynamic_combinations_are_refused():
     rnn = {"decoder": {"name": "rnn", "hidden": 8}, "graph": {"dynamic": {"window": 5}}}
-    with pytest.raises(ValueError, match="needs the mlp decoder"):
+    with pytest.raises(ValueError, match="needs a decoder that takes edges that change per step"):
         NRIModel(resolve_model_spec(rnn), 4)
     with pytest.raises(ValueError, match="needs at least 14 frames"):
         build({"name": "uniform"}, window=5, encoder="cnn")

@@ -276,3 +276,42 @@ def check_finite(x: Tensor, what: str = "trajectories") -> None:
         raise ValueError(
             f"{what} contain {int(bad.sum())} NaN or infinite values (first at index {first})"
         )
+
+
+def check_trajectories(x: Tensor, num_features: int | None = None) -> None:
+    """Clear errors for trajectories the model cannot use: x must be [B, N, T, D]."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"trajectories must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"trajectories must have shape [B, N, T, D] (batch, objects, frames, features), "
+            f"got {tuple(x.shape)}"
+        )
+    if x.shape[1] < 2 or x.shape[2] < 2:
+        raise ValueError(f"need at least 2 objects and 2 frames, got shape {tuple(x.shape)}")
+    if num_features is not None and x.shape[3] != num_features:
+        raise ValueError(f"the model was built for {num_features} features, got {x.shape[3]}")
+    if not torch.isfinite(x).all():
+        raise ValueError("trajectories contain NaN or infinite values")
+
+
+def normalizer_for(train: TrajectoryDataset) -> Normalizer:
+    """The training statistics: those stored with the data, else fitted per feature."""
+    if train.normalizer is not None:
+        return train.normalizer
+    groups = tuple((i,) for i in range(train.num_features))
+    return Normalizer.fit(train.trajectories, groups)
+
+
+def prepare(data: TrajectoryDataset, normalizer: Normalizer) -> tuple[Tensor, Tensor | None]:
+    """Normalised float32 trajectories [S, N, T, D] and flattened true edges [S, E] (or None;
+    [S, T, E] for graphs that change over time)."""
+    check_trajectories(data.trajectories)
+    x = normalizer.apply(data.trajectories.double()).float()
+    edges = data.edges if data.adjacency is not None else None
+    return x, edges
+
+
+def batch_slices(num: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` items that cover ``range(num)``."""
+    return [slice(i, min(i + size, num)) for i in range(0, num, size)]

@@ -36,6 +36,7 @@ from nri_pyro.data.io import NativeWriter, staging_folder, write_meta
 from nri_pyro.data.reference import SPLITS, ReferenceWriter
 from nri_pyro.data.switching import concat_initial
 from nri_pyro.data.systems import System, get_system
+from nri_pyro.devices import resolve_device
 from nri_pyro.logs import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -50,30 +51,6 @@ _SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}
 def _block_generator(seed: int, split: str, block: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, _SPLIT_STREAM[split], block]).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """A torch device, checked: a clear error where it is not available here."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device} was requested but CUDA is not available on this machine "
-            "(torch.cuda.is_available() is False); use --device cpu"
-        )
-    if device.type == "cuda" and device.index is not None:
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device} does not exist: this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device} was requested but MPS is not available")
-    return device
 
 
 def default_chunk_size(system: System, device: torch.device) -> int:

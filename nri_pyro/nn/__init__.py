@@ -10,9 +10,21 @@ from nri_pyro.nn.graph import (
     full_graph,
 )
 from nri_pyro.nn.parallel import GlobalBatchNorm1d, global_batch_norms
+from nri_pyro.nn.registry import (
+    DECODERS,
+    ENCODERS,
+    Decoder,
+    Encoder,
+    register_decoder,
+    register_encoder,
+)
 
 __all__ = [
+    "DECODERS",
+    "ENCODERS",
     "CNNEncoder",
+    "Decoder",
+    "Encoder",
     "GlobalBatchNorm1d",
     "Graph",
     "MLPDecoder",
@@ -25,4 +37,6 @@ __all__ = [
     "full_graph",
     "global_batch_norms",
     "recompute_threshold",
+    "register_decoder",
+    "register_encoder",
 ]

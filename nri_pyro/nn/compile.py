@@ -6,14 +6,12 @@ from typing import Any
 
 from torch import nn
 
-from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder
-from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder
-
-GNN_MODULES = (MLPEncoder, CNNEncoder, MLPDecoder, RNNDecoder)
+from nri_pyro.nn.registry import Decoder, Encoder
 
 
 def compile_modules(module: nn.Module, **options: Any) -> list[str]:
-    """Compile the forward pass of every encoder and decoder in ``module``, in place.
+    """Compile the forward pass of every encoder and decoder in ``module`` whose class
+    declares itself ``compilable``, in place.
 
     ``module`` is one of them or anything holding them (a model, a guide); ``options`` go to
     ``torch.compile`` (``mode``, ``dynamic``, ...). Only ``forward`` is compiled (a decoder's
@@ -25,7 +23,7 @@ def compile_modules(module: nn.Module, **options: Any) -> list[str]:
     """
     compiled = []
     for name, sub in module.named_modules():
-        if isinstance(sub, GNN_MODULES):
+        if isinstance(sub, (Encoder, Decoder)) and sub.compilable:
             sub.compile(**options)
             compiled.append(name)
     return compiled

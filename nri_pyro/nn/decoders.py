@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from nri_pyro.nn.graph import Graph
+from nri_pyro.nn.registry import Decoder, register_decoder
 
 # Recomputed messages are recomputed in chunks of at most about this many bytes (fewer
 # when the batch has fewer rows than that needs).
@@ -221,7 +222,8 @@ def _recompute(setting: bool | None, messages: _TypedMLP, x: Tensor, graph: Grap
     return _auto_recompute(messages, x, graph, steps) if setting is None else setting
 
 
-class MLPDecoder(nn.Module):
+@register_decoder("mlp")
+class MLPDecoder(Decoder):
     """The reference Markovian decoder: x_{t+1} = x_t + f(x_t, messages along typed edges).
 
     With ``skip_first`` edge type 0 sends no message, which anchors it as "no interaction".
@@ -252,6 +254,14 @@ class MLPDecoder(nn.Module):
         num_types = _message_types(num_edge_types, skip_first)
         self.messages = _TypedMLP(num_types, 2 * num_features, msg_hidden, msg_out, "relu", dropout)
         self.out = _OutputMLP(num_features + msg_out, hidden, num_features, dropout)
+
+    per_step_edges = True
+    markovian = True
+
+    def bytes_per_edge(self, num_frames: int, prediction_steps: int) -> int:
+        """Every block of the trajectory advances at once: one step's messages per block."""
+        blocks = math.ceil((num_frames - 1) / prediction_steps)
+        return blocks * self.messages.bytes_per_edge()
 
     def step(self, x_t: Tensor, edges: Tensor, graph: Graph, *, recompute: bool = False) -> Tensor:
         """One step. x_t: [..., N, D], edges: [..., E, K] (broadcast) -> x_{t+1}: [..., N, D].
@@ -326,7 +336,8 @@ class MLPDecoder(nn.Module):
         return torch.stack(preds, dim=2)
 
 
-class RNNDecoder(nn.Module):
+@register_decoder("rnn")
+class RNNDecoder(Decoder):
     """The reference recurrent decoder: messages between GRU hidden states, for non-Markovian
     data; supports burn-in (ground truth first, then its own predictions).
 
@@ -360,6 +371,10 @@ class RNNDecoder(nn.Module):
         self.hidden_i = nn.Linear(hidden, hidden, bias=False)
         self.hidden_n = nn.Linear(hidden, hidden, bias=False)
         self.out = _OutputMLP(hidden, hidden, num_features, dropout)
+
+    def bytes_per_edge(self, num_frames: int, prediction_steps: int) -> int:
+        """It steps through the frames one at a time: one step's messages."""
+        return self.messages.bytes_per_edge()
 
     def step(
         self, x_t: Tensor, hidden: Tensor, edges: Tensor, graph: Graph, *, recompute: bool = False

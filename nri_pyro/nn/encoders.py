@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nri_pyro.nn.graph import Graph
+from nri_pyro.nn.registry import Encoder, register_encoder
 
 
 class MLP(nn.Module):
@@ -117,11 +118,27 @@ class _EdgeHead(nn.Module):
         return h
 
 
-class MLPEncoder(nn.Module):
+class _HeadEncoder(Encoder):
+    """An encoder whose logits are its ``head``'s (an :class:`_EdgeHead`) linear map."""
+
+    head: _EdgeHead
+
+    @property
+    def feature_size(self) -> int:
+        return self.head.fc_out.in_features
+
+    def output(self, features: Tensor) -> Tensor:
+        return self.head.fc_out(features)
+
+
+@register_encoder("mlp")
+class MLPEncoder(_HeadEncoder):
     """The reference MLP encoder, tied to trajectories of ``num_frames`` frames.
 
     forward(x: [B, N, T, D], graph) -> logits [B, E, K].
     """
+
+    fixed_frames = True  # it flattens the frames it reads
 
     def __init__(
         self,
@@ -138,10 +155,6 @@ class MLPEncoder(nn.Module):
         self.mlp1 = MLP(num_frames * num_features, hidden, hidden, dropout)
         self.mlp2 = MLP(2 * hidden, hidden, hidden, dropout)
         self.head = _EdgeHead(hidden, num_edge_types, dropout, factor)
-
-    def forward(self, x: Tensor, graph: Graph) -> Tensor:
-        """x: [B, N, T, D] -> logits [B, E, K]."""
-        return self.head.fc_out(self.edge_features(x, graph))
 
     def edge_features(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> the edge features [B, E, H] that the logits are linear in."""
@@ -183,7 +196,8 @@ class _CNN(nn.Module):
         return (self.conv_predict(h) * attention).mean(dim=-1)
 
 
-class CNNEncoder(nn.Module):
+@register_encoder("cnn")
+class CNNEncoder(_HeadEncoder):
     """The reference CNN encoder: per-edge temporal convolutions, so any T >= 14 works.
 
     forward(x: [B, N, T, D], graph) -> logits [B, E, K].
@@ -205,10 +219,6 @@ class CNNEncoder(nn.Module):
         self.mlp1 = MLP(hidden, hidden, hidden, dropout)
         self.head = _EdgeHead(hidden, num_edge_types, dropout, factor)
 
-    def forward(self, x: Tensor, graph: Graph) -> Tensor:
-        """x: [B, N, T, D] -> logits [B, E, K]."""
-        return self.head.fc_out(self.edge_features(x, graph))
-
     def edge_features(self, x: Tensor, graph: Graph) -> Tensor:
         """x: [B, N, T, D] -> the edge features [B, E, H] that the logits are linear in."""
         _check_nodes(x, graph, self.num_features)
@@ -222,6 +232,12 @@ class CNNEncoder(nn.Module):
         series = pairs.permute(0, 2, 3, 1).flatten(0, 1)  # [B*E, 2D, T]
         h = self.mlp1(self.cnn(series).unflatten(0, (batch, graph.num_edges)))  # [B, E, H]
         return self.head.features(h, graph)
+
+    def bytes_per_edge(self, num_frames: int) -> int:
+        """Every edge's series is convolved over the frames it reads: the widest activations
+        are [B*E, H, T-4] (after the first kernel-5 convolution), two of them alive at once
+        (a layer's input and output), 90 times H floats per edge at T = 49."""
+        return 4 * max(4 * self.feature_size, 2 * self.feature_size * (num_frames - 4))
 
 
 class WindowGRU(nn.Module):

@@ -1,0 +1,84 @@
+"""Training settings: one small dataclass, the paper's recipe as its defaults.
+
+Read by the training loop, saved with every checkpoint, resolved from specs and presets
+(``train.lr=1e-3`` on the command line) by :mod:`nri_pyro.specs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from nri_pyro.objectives import OBJECTIVES
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the paper's recipe is the default."""
+
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 5e-4
+    lr_decay_every: int = 200
+    lr_decay: float = 0.5
+    grad_clip: float | None = None
+    objective: str = "nri"
+    kl_weight: float = 1.0
+    kl_anneal_epochs: int = 0
+    select_metric: str = "nll"
+    eval_batch_size: int = 256
+    seed: int = 0
+    progress: bool = True
+    # "bfloat16": the encoder and decoder run under bf16 autocast in training steps (mixed
+    # precision: parameters, likelihood and KL stay float32); evaluation is float32.
+    precision: str = "float32"
+    # torch.compile the encoder and decoder (never Pyro's ELBO); off: it pays only on some
+    # devices and sizes (benchmarks/scale.py --compile measures it) and compiles for minutes.
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if f.type in ("int", "float") and not number:
+                raise ValueError(f"train.{f.name} must be a number, got {value!r}")
+            if f.type == "int" and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"train.{f.name} must be a whole number, got {value!r}")
+                setattr(self, f.name, int(value))
+            if f.type == "float" and number:
+                setattr(self, f.name, float(value))
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"train.{f.name} must be true or false, got {value!r}")
+        if self.grad_clip is not None and not isinstance(self.grad_clip, (int, float)):
+            raise ValueError(f"train.grad_clip must be a number, got {self.grad_clip!r}")
+        checks = [
+            (self.epochs >= 1, "train.epochs must be >= 1"),
+            (self.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.lr > 0, "train.lr must be positive"),
+            (self.lr_decay_every >= 1, "train.lr_decay_every must be >= 1"),
+            (0 < self.lr_decay <= 1, "train.lr_decay must lie in (0, 1]"),
+            (self.grad_clip is None or self.grad_clip > 0, "train.grad_clip must be positive"),
+            (
+                self.objective in OBJECTIVES,
+                f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+            ),
+            (
+                self.precision in PRECISIONS,
+                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
+            (self.kl_weight > 0, "train.kl_weight must be positive"),
+            (self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs must be >= 0"),
+            (
+                self.select_metric in SELECT_METRICS,
+                f"train.select_metric must be one of {', '.join(SELECT_METRICS)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+# Validation metric -> whether larger is better.
+SELECT_METRICS = {"nll": False, "elbo_loss": False, "edge_accuracy": True, "mse": False}
