@@ -90,13 +90,24 @@ class NRI:
         features: Sequence[str] | None = None,
         **train_settings: Any,
     ) -> None:
-        """``preset`` (a name such as ``"charged5"``, a path, or a :class:`Preset`) gives the
-        specs and training settings; ``model_spec`` / ``guide_spec`` replace its specs, and
-        ``overrides`` and keyword training settings (``epochs=20``) change its values.
-        Without a preset: the spec files (default the paper's) and the paper's recipe.
-        ``features`` (default: the preset's ``data.features``) names the features the model
-        reads, e.g. the paper's three Kuramoto features ``["dphi_dt", "sin_phi", "omega"]``;
-        data with all of their system's features are cut to these, in fit and afterwards."""
+        """Args:
+            model_spec: a model spec (a shipped name such as ``"nri_sparse"``, a path, or a
+                mapping); replaces the preset's. Default: the preset's, else ``"nri"``.
+            guide_spec: a guide spec, likewise (default the preset's, else ``"mlp"``).
+            preset: a name such as ``"charged5"``, a path, or a :class:`Preset`: the specs and
+                training settings to start from. None or ``"none"`` (as ``--preset none``):
+                the spec files and the paper's recipe.
+            overrides: ``key=value`` changes (``"decoder.hidden=64"``, ``"train.lr=1e-3"``).
+            device: where the model lives and trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+            features: the features the model reads (default: the preset's
+                ``data.features``), e.g. the paper's three Kuramoto features
+                ``["dphi_dt", "sin_phi", "omega"]``; data with all of their system's
+                features are cut to these, in fit and afterwards.
+            **train_settings: training settings (:class:`~nri_pyro.train_config.TrainConfig`
+                keys, e.g. ``epochs=20``), over the preset's.
+        """
+        if preset == "none":
+            preset = None
         self.preset = None if preset is None else _as_preset(preset)
         if features is None and self.preset is not None:
             features = self.preset.data.get("features")

@@ -37,13 +37,13 @@ from typing import Any
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.data.systems import get_system
 from nri_pyro.specs import (
-    config_folder,
-    load_spec,
-    load_yaml,
+    load_chain,
     merge,
     resolve_guide_spec,
     resolve_model_spec,
     resolve_train_config,
+    spec_folder,
+    spec_names,
 )
 
 DEFAULT_PRESET = "springs5"  # `nri-pyro train` with no arguments
@@ -58,12 +58,12 @@ DATA_DEFAULTS: dict[str, Any] = {
 
 def preset_folder() -> Path:
     """Where the shipped presets are (inside the installed package)."""
-    return config_folder("presets")
+    return spec_folder("preset")
 
 
 def preset_names() -> list[str]:
     """The names of the shipped presets."""
-    return sorted(p.stem for p in preset_folder().glob("*.yaml"))
+    return spec_names("preset")
 
 
 @dataclass
@@ -128,75 +128,58 @@ class Preset:
             )
 
 
-def _read(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"preset file {path} does not exist")
-    else:
-        path = preset_folder() / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise ValueError(
-                f"unknown preset {str(name_or_path)!r}; valid presets: {', '.join(preset_names())}"
-                " (or a path to a preset file)"
-            )
-    raw = load_yaml(path)
-    unknown = sorted(set(raw) - set(PRESET_KEYS))
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(PRESET_KEYS)}"
-        )
-    return raw, path
-
-
 def _as_changes(value: Any, section: str, path: Path) -> dict[str, Any]:
-    """A model or guide section as a mapping: a name or path becomes {base: it}."""
+    """A model or guide section as a mapping: a name or path becomes {base: it}, a path read
+    from the preset's folder."""
     if value is None:
         return {}
     if isinstance(value, (str, Path)):
-        return {"base": str(value)}
+        return {"base": str(value), "_beside": path.parent}
     if isinstance(value, Mapping):
-        return copy.deepcopy(dict(value))
+        changes = copy.deepcopy(dict(value))
+        if "base" in changes:
+            changes["_beside"] = path.parent
+        return changes
     raise ValueError(
         f"{path}: {section} must be a spec name, a path or a mapping of changes, got {value!r}"
     )
 
 
-def _chain(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[dict, Path]:
-    """The preset merged over its bases (the first file's path)."""
-    raw, path = _read(name_or_path)
-    if path.resolve() in seen:
-        raise ValueError(f"preset {path} names itself as a base (directly or through others)")
+def _chain(name_or_path: str | Path) -> tuple[dict, Path]:
+    """The preset merged over its bases (found by the one rule of
+    :func:`~nri_pyro.specs.find_config`), and the first file's path."""
     merged: dict[str, Any] = {}
-    if raw.get("base") is not None:
-        base = raw["base"]
-        if (
-            isinstance(base, str)
-            and not Path(base).suffix
-            and (path.parent / f"{base}.yaml").exists()
-        ):
-            base = path.parent / f"{base}.yaml"  # a sibling file first, then the shipped ones
-        merged, _ = _chain(base, (*seen, path.resolve()))
-    for section in ("model", "guide"):
-        if section in raw:
-            changes = _as_changes(raw[section], section, path)
-            base_changes = merged.get(section, {})
-            merged[section] = changes if "base" in changes else merge(base_changes, changes)
-    for section in ("data", "train"):
-        value = raw.get(section)
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{path}: {section} must be a mapping, got {value!r}")
-        merged[section] = merge(merged.get(section, {}), value)
-    return merged, path
+    chain = load_chain("preset", name_or_path)
+    for path, raw in chain:
+        unknown = sorted(set(raw) - set(PRESET_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(PRESET_KEYS)}"
+            )
+        for section in ("model", "guide"):
+            if section in raw:
+                changes = _as_changes(raw[section], section, path)
+                base_changes = merged.get(section, {})
+                merged[section] = changes if "base" in changes else merge(base_changes, changes)
+        for section in ("data", "train"):
+            value = raw.get(section)
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{path}: {section} must be a mapping, got {value!r}")
+            merged[section] = merge(merged.get(section, {}), value)
+    return merged, chain[-1][0]
 
 
 def _resolve_spec(changes: dict[str, Any], kind: str, path: Path) -> tuple[dict, str]:
     """The spec a model or guide section means (its base file with its changes), checked."""
     changes = dict(changes)
+    beside = changes.pop("_beside", None)
     base = changes.pop("base", "nri" if kind == "model" else "mlp")
-    spec = merge(load_spec(kind, base), changes)
+    spec: dict[str, Any] = {}
+    for _, data in load_chain(kind, base, beside=beside):
+        spec = merge(spec, data)
+    spec = merge(spec, changes)
     try:
         (resolve_model_spec if kind == "model" else resolve_guide_spec)(spec)
     except ValueError as err:
@@ -227,11 +210,28 @@ def load_preset(name_or_path: str | Path) -> Preset:
     missing = [k for k in ("system", "objects", "train", "valid", "test") if k not in data]
     if missing:
         raise ValueError(f"{path}: the data section needs {', '.join(missing)}")
-    system = get_system(data["system"])
-    system.params(data["params"])  # checks the physical parameters by name and type
+    if not isinstance(data["params"], Mapping):
+        raise ValueError(
+            f"{path}: data.params must be a mapping of physical parameters such as "
+            f"{{noise: 0.01}}, got {data['params']!r}"
+        )
+    try:
+        system = get_system(data["system"])
+        system.params(data["params"])  # checks the physical parameters by name and type
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: data: {err}") from None
     for key in ("objects", "train", "valid", "test", "seed"):
         if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0:
             raise ValueError(f"{path}: data.{key} must be a whole number >= 0, got {data[key]!r}")
+    for key in ("frames", "test_frames"):
+        value = data[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 2
+        ):
+            raise ValueError(
+                f"{path}: data.{key} must be a whole number >= 2 (frames per trajectory) or "
+                f"null for the system's default, got {value!r}"
+            )
     if data["objects"] < 2 or data["train"] < 1:
         raise ValueError(f"{path}: data needs at least 2 objects and 1 training trajectory")
     if data["features"] is not None:

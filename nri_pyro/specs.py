@@ -10,6 +10,7 @@ Values are parsed as YAML (``1e-3``, ``true``, ``[0.9, 0.1]``).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from importlib import resources
@@ -46,7 +47,10 @@ GUIDE_DEFAULTS: dict[str, Any] = {
 }
 
 
-SPEC_KINDS = {"model": "models", "guide": "guides"}
+# Kinds of YAML file, their shipped folder (nri_pyro/configs/...) and what messages call them.
+CONFIG_KINDS = {"model": ("models", "model spec"), "guide": ("guides", "guide spec"),
+                "preset": ("presets", "preset")}  # fmt: skip
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def config_folder(name: str) -> Path:
@@ -55,28 +59,58 @@ def config_folder(name: str) -> Path:
 
 
 def spec_folder(kind: str) -> Path:
-    """Where the shipped spec files of ``kind`` ("model" or "guide") are."""
-    return config_folder(SPEC_KINDS[kind])
+    """Where the shipped files of ``kind`` ("model", "guide" or "preset") are."""
+    return config_folder(CONFIG_KINDS[kind][0])
 
 
 def spec_names(kind: str) -> list[str]:
+    """The names of the shipped files of ``kind``."""
     return sorted(p.stem for p in spec_folder(kind).glob("*.yaml"))
 
 
-def find_spec(kind: str, spec: str | Path | Mapping[str, Any]) -> Path | Mapping[str, Any]:
-    """A spec as given (a mapping, or a path that exists), else the shipped spec of that name
-    (``nri_sparse``, ``cnn``); a clear error lists the shipped ones."""
-    if isinstance(spec, Mapping):
-        return spec
-    path = Path(spec)
-    if path.exists():
+def is_path(ref: str | Path) -> bool:
+    """Whether a reference to a spec or preset is a path rather than a name: a path has a
+    .yaml/.yml suffix or a folder in it (``mine.yaml``, ``./mine``, ``specs/mine``); a name
+    never does (``nri``, ``springs5``). A :class:`~pathlib.Path` object is always a path."""
+    if isinstance(ref, Path):
+        return True
+    return "/" in ref or os.sep in ref or Path(ref).suffix in YAML_SUFFIXES
+
+
+def find_config(kind: str, ref: Any, *, beside: Path | None = None) -> Path:
+    """The file a name or path refers to: the one rule for specs, presets and their bases.
+
+    - A path (:func:`is_path`) is that file; a relative one is read from the folder of the
+      file that names it (``beside``; the working folder on the command line).
+    - A name is a file ``NAME.yaml`` beside the file that names it, else the shipped one.
+      On the command line (no ``beside``) a name is only ever a shipped file, so a file or
+      folder in the working folder never shadows a shipped name.
+    """
+    what = CONFIG_KINDS[kind][1]
+    if isinstance(ref, bool) or not isinstance(ref, (str, Path)) or not str(ref).strip():
+        raise ValueError(
+            f"a {what} must be given by name or path (a string), got {ref!r}"
+            + (f" in {beside}" if beside is not None else "")
+        )
+    if is_path(ref):
+        path = Path(ref).expanduser()
+        if beside is not None and not path.is_absolute():
+            path = beside / path
+        if path.is_dir():
+            raise ValueError(f"{what} {path} is a folder; expected a YAML file")
+        if not path.exists():
+            raise FileNotFoundError(f"{what} file {path} does not exist")
         return path
-    shipped = spec_folder(kind) / f"{path.stem if path.suffix in ('.yaml', '.yml') else spec}.yaml"
-    if path.parent == Path(".") and shipped.exists():
+    if beside is not None and (beside / f"{ref}.yaml").is_file():
+        return beside / f"{ref}.yaml"
+    shipped = spec_folder(kind) / f"{ref}.yaml"
+    if shipped.is_file():
         return shipped
+    local = Path(f"{ref}.yaml")
+    hint = f"; for the file {local} here, write ./{local}" if local.is_file() else ""
     raise FileNotFoundError(
-        f"{kind} spec {str(spec)!r} is neither a file nor a shipped spec; shipped {kind} "
-        f"specs: {', '.join(spec_names(kind))}"
+        f"unknown {what} {ref!r}; valid {what}s: {', '.join(spec_names(kind))} (or a path to a "
+        f"YAML file: a path has a .yaml suffix or a slash){hint}"
     )
 
 
@@ -98,28 +132,44 @@ def load_yaml(path: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     return _number(data)
 
 
-def load_spec(
-    kind: str, spec: str | Path | Mapping[str, Any] | None, _seen: tuple[Path, ...] = ()
-) -> dict[str, Any]:
-    """A model or guide spec (a mapping, a path or a shipped name) with its ``base`` chain
-    merged in: a spec may name a base (``base: nri``, a shipped name, a sibling file or a
-    path) and list only what it changes. A chain that returns to a file is an error."""
+def load_chain(
+    kind: str, ref: str | Path | Mapping[str, Any], *, beside: Path | None = None
+) -> list[tuple[Path | None, dict[str, Any]]]:
+    """A spec or preset and its ``base:`` chain, base first: ``[(file, settings without
+    base)]`` (file None for a mapping given in code). Every reference in the chain is found
+    by :func:`find_config`, relative to the file that names it. A chain that returns to a
+    file is an error."""
+    chain: list[tuple[Path | None, dict[str, Any]]] = []
+    seen: list[Path] = []
+    while True:
+        if isinstance(ref, Mapping):
+            path, data = None, copy.deepcopy(dict(ref))
+        else:
+            path = find_config(kind, ref, beside=beside)
+            if path.resolve() in seen:
+                what = CONFIG_KINDS[kind][1]
+                raise ValueError(
+                    f"{what} {path} names itself as a base (directly or through others)"
+                )
+            seen.append(path.resolve())
+            data = load_yaml(path)
+        chain.append((path, data))
+        ref = data.pop("base", None)
+        if ref is None:
+            return chain[::-1]
+        beside = path.parent if path is not None else None
+
+
+def load_spec(kind: str, spec: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A model or guide spec (a mapping, a path or a shipped name: :func:`find_config`) with
+    its ``base`` chain merged in: a spec may name a base (``base: nri``, a name or a path,
+    found beside it first) and list only what it changes."""
     if spec is None:
         return {}
-    found = find_spec(kind, spec)
-    data = load_yaml(found)
-    here = found.resolve() if isinstance(found, Path) else None
-    if here is not None and here in _seen:
-        raise ValueError(f"{kind} spec {found} names itself as a base (directly or through others)")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, (str, Path)):
-        raise ValueError(f"{kind} spec {found}: base must be a spec name or path, got {base!r}")
-    if isinstance(found, Path) and (found.parent / base).exists():
-        base = found.parent / base  # a sibling file first, then the shipped ones
-    chain = _seen if here is None else (*_seen, here)
-    return merge(load_spec(kind, base, chain), data)
+    merged: dict[str, Any] = {}
+    for _, data in load_chain(kind, spec):
+        merged = merge(merged, data)
+    return merged
 
 
 def merge(defaults: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def test_specs_and_presets_resolve_by_name_from_any_folder(tmp_path, monkeypatch
     model, guide, _ = resolve_specs("nri_sparse", "cnn")
     assert model["prior"]["name"] == "sparse" and guide["encoder"]["name"] == "cnn"
     assert load_preset("charged5").system == "charged"
-    with pytest.raises(FileNotFoundError, match="shipped model specs: nri, nri_dirichlet"):
+    with pytest.raises(FileNotFoundError, match="valid model specs: nri, nri_dirichlet"):
         resolve_specs("nri_sprase")
     own = tmp_path / "mine.yaml"  # a preset of one's own, on a shipped base
     own.write_text("base: charged5\ntrain: {lr: 0.01}\n")
@@ -112,7 +112,7 @@ def test_bad_presets_are_clear_errors_before_any_work(tmp_path, capsys):
         (["--preset", str(bad_param)], "unknown parameter 'spring'"),
         (["--preset", str(bad_spec)], "unknown key(s) decoder.hiden"),
         (["--preset", "none"], "--preset none trains on --data alone"),
-        (["--preset", "springs5", "--model", "nope"], "shipped model specs"),
+        (["--preset", "springs5", "--model", "nope"], "valid model specs"),
     ]
     for argv, message in cases:
         assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
