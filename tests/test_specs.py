@@ -26,7 +26,7 @@ def test_files_and_folders_in_the_working_folder_do_not_shadow_shipped_names(
     (tmp_path / "nri").write_text("decoder: {hidden: 8}\n")  # a file without a suffix
     for name in ("mlp", "cnn", "springs5-quick"):
         (tmp_path / name).mkdir()
-    model, guide, _ = resolve_specs("nri", "mlp")
+    model, _, _ = resolve_specs("nri", "mlp")
     assert model["decoder"]["hidden"] == 256  # the shipped nri, not the file nri here
     assert load_preset("springs5-quick").system == "springs"
     # Shipped model specs that name `base: nri` still reach the shipped nri.
@@ -37,7 +37,8 @@ def test_files_and_folders_in_the_working_folder_do_not_shadow_shipped_names(
 def test_a_name_that_is_not_shipped_says_how_to_give_a_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "mine.yaml", {"prior": {"name": "sparse"}})
-    with pytest.raises(FileNotFoundError, match=r"for the file mine\.yaml here, write \./mine\.yaml"):
+    hint = r"for the file mine\.yaml here, write \./mine\.yaml"
+    with pytest.raises(FileNotFoundError, match=hint):
         find_config("model", "mine")
     assert load_spec("model", "mine.yaml")["prior"]["name"] == "sparse"
     assert load_spec("model", "./mine.yaml")["prior"]["name"] == "sparse"
