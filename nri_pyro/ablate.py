@@ -52,6 +52,7 @@ from nri_pyro.files import atomic_write, atomic_write_text
 from nri_pyro.logs import log_to
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset, simulate_preset
+from nri_pyro.signatures import forwarding
 from nri_pyro.specs import parse_override
 
 # Held-out metrics in the table, in order: (key, label).
@@ -237,13 +238,33 @@ class AblationResult:
 
 
 class Study:
-    """A planned study: specs, varied values, seeds and data, checked before any run."""
+    """A planned study: specs, varied values, seeds and data, checked before any run.
+
+    Args:
+        vary: ``"KEY=V1,V2"`` settings to vary; every combination is a variant.
+        out: the study's folder (runs, table, figures); a rerun resumes it.
+        variants: explicit variants ``"LABEL: key=value ..."`` (:func:`parse_variant`),
+            instead of ``vary`` or combined with every combination of its values.
+        preset: the specs, training settings and (without ``data``) the data every run
+            starts from; without one, the spec files and the paper's recipe on ``data``.
+        model_spec, guide_spec: replace the preset's specs (a name, path or mapping).
+        seeds: a count (seeds 0..n-1) or a list of training seeds.
+        overrides: ``key=value`` changes that every variant shares.
+        data: a dataset folder to train and evaluate on (else the preset's data, simulated
+            once into ``out/data``).
+        epochs: shorthand for the override ``train.epochs=N``.
+        device: where every run trains.
+        jobs: runs at once, each in its own process.
+        evidence_samples: importance samples per held-out trajectory for the log evidence.
+        threads: torch threads per run (default: the cores shared among the jobs).
+        imports: modules to import first, here and in every run (custom priors, encoders).
+    """
 
     def __init__(
         self,
-        out: str | Path,
         vary: Sequence[str] = (),
         *,
+        out: str | Path,
         variants: Sequence[str | Variant] = (),
         preset: str | Path | Preset | None = None,
         model_spec: str | Path | Mapping[str, Any] | None = None,
@@ -251,6 +272,7 @@ class Study:
         seeds: int | Sequence[int] = 2,
         overrides: Sequence[str] = (),
         data: str | Path | None = None,
+        epochs: int | None = None,
         device: str = "cpu",
         jobs: int = 1,
         evidence_samples: int = 64,
@@ -263,6 +285,8 @@ class Study:
         from nri_pyro.devices import resolve_device
 
         self.out = Path(out)
+        if epochs is not None:
+            overrides = [*overrides, f"train.epochs={epochs}"]
         self.seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds!r}")
@@ -620,39 +644,11 @@ def _save_figure(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
 
 
-def ablate(
-    vary: Sequence[str] = (),
-    *,
-    out: str | Path,
-    variants: Sequence[str | Variant] = (),
-    preset: str | Path | Preset | None = None,
-    model_spec: str | Path | Mapping[str, Any] | None = None,
-    guide_spec: str | Path | Mapping[str, Any] | None = None,
-    seeds: int | Sequence[int] = 2,
-    overrides: Sequence[str] = (),
-    data: str | Path | None = None,
-    epochs: int | None = None,
-    device: str = "cpu",
-    jobs: int = 1,
-    evidence_samples: int = 64,
-    threads: int | None = None,
-    imports: Sequence[str] = (),
-) -> AblationResult:
-    """Run (or resume) a study and return its table; see the module docstring.
-
-    ``preset`` gives the specs, training settings and (without ``data``) the data that every
-    run starts from; without one, the spec files and the paper's recipe on ``data``.
-    ``variants``: explicit variants ``"LABEL: key=value ..."`` (:func:`parse_variant`),
-    instead of ``vary`` or combined with every combination of its values."""
-    overrides = list(overrides)
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
-    study = Study(
-        out, vary, variants=variants, preset=preset, model_spec=model_spec,
-        guide_spec=guide_spec, seeds=seeds, overrides=overrides, data=data, device=device,
-        jobs=jobs, evidence_samples=evidence_samples, threads=threads, imports=imports,
-    )  # fmt: skip
-    return study.run()
+@forwarding(Study)
+def ablate(*args: Any, **kwargs: Any) -> AblationResult:
+    """Run (or resume) a study and return its table: ``Study(*args, **kwargs).run()``; the
+    arguments are :class:`Study`'s (see the module docstring)."""
+    return Study(*args, **kwargs).run()
 
 
 # --- one run, in its own process ------------------------------------------------------

@@ -91,20 +91,20 @@ class NRI:
         **train_settings: Any,
     ) -> None:
         """Args:
-            model_spec: a model spec (a shipped name such as ``"nri_sparse"``, a path, or a
-                mapping); replaces the preset's. Default: the preset's, else ``"nri"``.
-            guide_spec: a guide spec, likewise (default the preset's, else ``"mlp"``).
-            preset: a name such as ``"charged5"``, a path, or a :class:`Preset`: the specs and
-                training settings to start from. None or ``"none"`` (as ``--preset none``):
-                the spec files and the paper's recipe.
-            overrides: ``key=value`` changes (``"decoder.hidden=64"``, ``"train.lr=1e-3"``).
-            device: where the model lives and trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-            features: the features the model reads (default: the preset's
-                ``data.features``), e.g. the paper's three Kuramoto features
-                ``["dphi_dt", "sin_phi", "omega"]``; data with all of their system's
-                features are cut to these, in fit and afterwards.
-            **train_settings: training settings (:class:`~nri_pyro.train_config.TrainConfig`
-                keys, e.g. ``epochs=20``), over the preset's.
+        model_spec: a model spec (a shipped name such as ``"nri_sparse"``, a path, or a
+            mapping); replaces the preset's. Default: the preset's, else ``"nri"``.
+        guide_spec: a guide spec, likewise (default the preset's, else ``"mlp"``).
+        preset: a name such as ``"charged5"``, a path, or a :class:`Preset`: the specs and
+            training settings to start from. None or ``"none"`` (as ``--preset none``):
+            the spec files and the paper's recipe.
+        overrides: ``key=value`` changes (``"decoder.hidden=64"``, ``"train.lr=1e-3"``).
+        device: where the model lives and trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        features: the features the model reads (default: the preset's
+            ``data.features``), e.g. the paper's three Kuramoto features
+            ``["dphi_dt", "sin_phi", "omega"]``; data with all of their system's
+            features are cut to these, in fit and afterwards.
+        **train_settings: training settings (:class:`~nri_pyro.train_config.TrainConfig`
+            keys, e.g. ``epochs=20``), over the preset's.
         """
         if preset == "none":
             preset = None
@@ -193,6 +193,19 @@ class NRI:
         return self
 
     # --- using a trained model ---------------------------------------------------------
+    @property
+    def window(self) -> int | None:
+        """Frames per window of a dynamic graph (``graph.dynamic.window``); None when the
+        graph is static."""
+        window = (self.model_spec.get("graph") or {}).get("dynamic")
+        return None if window is None else window["window"]
+
+    def window_of_frames(self, num_frames: int) -> Tensor:
+        """The window of each frame of a trajectory of ``num_frames`` frames, [T] (the last
+        window takes the frames left over: :mod:`nri_pyro.structure`'s one window rule)."""
+        model, _, _ = self._require_fitted()
+        return model.structure.window_of_frames(num_frames, "cpu")
+
     def _require_fitted(self) -> tuple[NRIModel, NRIGuide, Normalizer]:
         if self.model is None or self.guide is None or self.normalizer is None:
             raise RuntimeError("this NRI has not been fitted or loaded yet")

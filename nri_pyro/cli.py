@@ -329,7 +329,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     logger.info(_describe(preset, args))
     out = Path(args.out or f"studies/{time.strftime('%Y%m%d-%H%M%S')}")
     study = Study(
-        out, args.vary, variants=args.variants, preset=preset, model_spec=args.model,
+        args.vary, out=out, variants=args.variants, preset=preset, model_spec=args.model,
         guide_spec=args.guide,
         seeds=args.seeds, overrides=_overrides(args), data=args.data, device=args.device,
         jobs=args.jobs,
@@ -412,12 +412,12 @@ def _run_infer(args: argparse.Namespace) -> int:
     if nri.model.dynamic:  # one graph per window, and each frame's (its window's)
         frame_probs = nri.infer_edges(data, per_frame=True)  # [S, T, E, K]
         arrays["frame_edge_probs"] = frame_probs.numpy()
-        window_of = nri.model.structure.window_of_frames(data.num_frames, "cpu")
+        window_of = nri.window_of_frames(data.num_frames)
         arrays["window_of_frame"] = window_of.numpy()
     atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
     if nri.model.dynamic:
         logger.info(
-            f"wrote {out}: a graph per window of {nri.model.structure.window} frames: "
+            f"wrote {out}: a graph per window of {nri.window} frames: "
             f"edge_probs [S, W, E, K] = {list(probs.shape)}, frame_edge_probs [S, T, E, K] = "
             f"{list(frame_probs.shape)}, adjacency_probs [S, W, N, N, K] (receiver, sender), "
             f"most_likely [S, W, N, N], window_of_frame [T] (each frame's window)"
@@ -542,7 +542,7 @@ def _figures_over_time(nri, data, num: int, anchor: bool, split: str) -> dict:
             probs, truth, relabel_types=False, title=f"{split}, per frame"
         )
     model = (
-        f"windows of {nri.model.structure.window} frames" if nri.model.dynamic
+        f"windows of {nri.window} frames" if nri.model.dynamic
         else "static graph"
     )  # fmt: skip
     for b in range(num):

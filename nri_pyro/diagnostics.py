@@ -88,6 +88,7 @@ from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
 from nri_pyro.nn import edges_to_adjacency
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.predictive import RETURN_SITE, decoded_edges, fitted_inputs, seeded
+from nri_pyro.signatures import forwarding
 
 with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
     warnings.filterwarnings("ignore", message=".*ArviZ is undergoing", category=FutureWarning)
@@ -432,22 +433,11 @@ def to_arviz(samples: PosteriorSamples, trajectory_coords: Sequence[Any] | None 
     return _az_data(groups)
 
 
-def posterior_to_arviz(
-    fitted: NRI | tuple[Any, Any],
-    data: TrajectoryDataset | Tensor,
-    num_samples: int = 100,
-    *,
-    kind: Literal["hard", "relaxed"] = "hard",
-    log_likelihood: bool = True,
-    batch_size: int = 256,
-    seed: int | None = 0,
-) -> Any:
-    """:func:`sample_posterior` then :func:`to_arviz`: the guide's posterior on ``data``."""
-    samples = sample_posterior(
-        fitted, data, num_samples, kind=kind, log_likelihood=log_likelihood,
-        batch_size=batch_size, seed=seed,
-    )  # fmt: skip
-    return to_arviz(samples)
+@forwarding(sample_posterior)
+def posterior_to_arviz(*args: Any, **kwargs: Any) -> Any:
+    """:func:`sample_posterior` then :func:`to_arviz`: the guide's posterior on ``data``
+    (the arguments are :func:`sample_posterior`'s)."""
+    return to_arviz(sample_posterior(*args, **kwargs))
 
 
 # --- summaries and comparison ------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_vary_values_split_at_top_level_commas_only():
 )
 def test_a_bad_vary_is_an_error_before_any_run(tmp_path, data, vary, message):
     with pytest.raises(ValueError, match=message):
-        Study(tmp_path / "study", vary, data=data, overrides=TINY)
+        Study(vary, out=tmp_path / "study", data=data, overrides=TINY)
     assert not (tmp_path / "study").exists()
 
 
@@ -92,6 +92,6 @@ def test_a_study_runs_every_combination_reports_failures_and_resumes(tmp_path, d
 
 def test_a_different_study_in_the_same_folder_is_refused(tmp_path, data):
     out = tmp_path / "study"
-    Study(out, ["prior.name=uniform"], data=data, overrides=TINY)._check_out()
+    Study(["prior.name=uniform"], out=out, data=data, overrides=TINY)._check_out()
     with pytest.raises(FileExistsError, match="holds a different study"):
-        Study(out, ["prior.name=sparse"], data=data, overrides=TINY)._check_out()
+        Study(["prior.name=sparse"], out=out, data=data, overrides=TINY)._check_out()

@@ -201,7 +201,7 @@ def test_variants_vary_and_overrides_on_a_dynamic_spec(tmp_path, data):
         "base": "nri", "prior": {"name": "markov", "stay": 0.5}, "graph": {"dynamic": {"window": 7}}
     }))  # fmt: skip
     # --vary prior.stay over a dynamic spec: one run configuration per value.
-    study = Study(tmp_path / "s1", ["prior.stay=0,0.9,1.0"], model_spec=spec, data=data,
+    study = Study(["prior.stay=0,0.9,1.0"], out=tmp_path / "s1", model_spec=spec, data=data,
                   overrides=TINY)  # fmt: skip
     assert [v.label for v in study.variants] == [
         "prior.stay=0", "prior.stay=0.9", "prior.stay=1.0"
@@ -210,7 +210,7 @@ def test_variants_vary_and_overrides_on_a_dynamic_spec(tmp_path, data):
     assert stays == [0, 0.9, 1.0]
     # graph.dynamic=null turns the dynamic spec static; variants times --vary values.
     study = Study(
-        tmp_path / "s2", ["train.lr=0.001,0.003"], model_spec=spec, data=data, overrides=TINY,
+        ["train.lr=0.001,0.003"], out=tmp_path / "s2", model_spec=spec, data=data, overrides=TINY,
         variants=["static: graph.dynamic=null prior.name=uniform", "markov:"],
     )  # fmt: skip
     labels = [v.label for v in study.variants]
@@ -233,13 +233,13 @@ def test_the_switching_presets_static_variant_drops_its_recurrent_guide(data, tm
     have: the static variant must say guide.recurrent=null (as the README's command does),
     and without it the study is refused before any run, naming the variant."""
     static = "static: graph.dynamic=null guide.recurrent=null prior.name=uniform"
-    study = Study(tmp_path / "ok", preset="springs5-switching", data=data, overrides=TINY,
+    study = Study(out=tmp_path / "ok", preset="springs5-switching", data=data, overrides=TINY,
                   variants=[static, "markov:"], seeds=1)  # fmt: skip
     configs = [study.configs[v.slug] for v in study.variants]
     assert configs[0]["guide_spec"]["recurrent"] is None
     assert configs[1]["guide_spec"]["recurrent"] == {"hidden": 64}
     with pytest.raises(ValueError, match="the model's graph is static"):
-        Study(tmp_path / "refused", preset="springs5-switching", data=data, overrides=TINY,
+        Study(out=tmp_path / "refused", preset="springs5-switching", data=data, overrides=TINY,
               variants=["static: graph.dynamic=null prior.name=uniform"], seeds=1)  # fmt: skip
     assert not (tmp_path / "ok").exists() and not (tmp_path / "refused").exists()
 

@@ -178,7 +178,7 @@ def test_an_ablation_keeps_set_values_when_vary_switches_the_component(tmp_path)
     from nri_pyro.ablate import Study
 
     study = Study(
-        tmp_path / "study", ["prior.name=sparse", "graph.symmetric=false,true"],
+        ["prior.name=sparse", "graph.symmetric=false,true"], out=tmp_path / "study",
         preset="springs5-quick", overrides=["prior.no_edge=0.95"],
     )  # fmt: skip
     priors = [config["model_spec"]["prior"] for config in study.configs.values()]

@@ -19,9 +19,7 @@ def test_a_name_never_has_a_suffix_or_a_slash_and_a_path_always_has_one():
     assert is_path("mine.yaml") and is_path("./mine") and is_path("specs/mine")
 
 
-def test_files_and_folders_in_the_working_folder_do_not_shadow_shipped_names(
-    tmp_path, monkeypatch
-):
+def test_files_and_folders_in_the_working_folder_do_not_shadow_shipped_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nri").write_text("decoder: {hidden: 8}\n")  # a file without a suffix
     for name in ("mlp", "cnn", "springs5-quick"):
