@@ -77,7 +77,8 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     model, guide = build(None, None, x, overrides=[*overrides, f"guide.encoder.hidden={hidden}"])
     model.to(dev), guide.to(dev)
     if cfg["dense"]:  # the reference's incidence matmuls, every activation kept
-        from dense_graph import dense_graph  # benchmarks/, beside this file
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from reference.dense_graph import dense_graph  # the tests' reference
 
         model.graph_for = guide.graph_for = dense_graph
         model.decoder.recompute_messages = False

@@ -21,12 +21,15 @@ import time
 from pathlib import Path
 
 import torch
-from numpy_reference import ONE_AT_A_TIME  # benchmarks/, beside this script
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.data.simulate import default_chunk_size
 from nri_pyro.data.systems import get_system
 from nri_pyro.devices import resolve_device
+
+# The one-at-a-time NumPy baseline is the tests' reference (tests/reference/).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference.numpy_reference import ONE_AT_A_TIME
 
 # From nri-facts.md (measured once on this project's kind of machine, one core).
 REFERENCE_SIMS_PER_S = {"springs": 10.0, "charged": 7.5, "kuramoto": 20.0}

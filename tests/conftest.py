@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-# The baselines that are not part of the library (the one-at-a-time NumPy simulators, the
-# dense one-hot message passing) live in benchmarks/; the tests check the library against them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from numpy_reference import kuramoto_features  # benchmarks/ (tests/conftest.py)
+from reference.numpy_reference import kuramoto_features
 
 from nri_pyro import simulate
 from nri_pyro.data.systems import get_system

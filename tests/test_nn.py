@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dense_graph import DenseGraph, dense_graph  # benchmarks/ (see conftest.py)
+from reference.dense_graph import DenseGraph, dense_graph
 
 import nri_pyro
 from nri_pyro.nn import (

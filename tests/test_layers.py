@@ -1,5 +1,6 @@
 """The package's layers: no module imports one that imports it back (counting imports inside
-functions too), and the network layer does not reach up into the training infrastructure."""
+functions too), the network layer does not reach up into the training infrastructure, and
+nothing below the facade (api.py) reads the spec layer."""
 
 from __future__ import annotations
 
@@ -74,9 +75,32 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_network_layer_and_the_priors_do_not_import_training_infrastructure():
     graph = _imports()
-    layer = ("nri_pyro.priors", "nri_pyro.distributions", "nri_pyro.model", "nri_pyro.guide")
-    low = [m for m in graph if m.startswith("nri_pyro.nn") or m in layer]
+    layer = ("nri_pyro.priors", "nri_pyro.structure", "nri_pyro.distributions",
+             "nri_pyro.model", "nri_pyro.guide")  # fmt: skip
+    low = [m for m in graph if m.startswith(("nri_pyro.nn", "nri_pyro.priors")) or m in layer]
     high = {"nri_pyro.distributed", "nri_pyro.training", "nri_pyro.api", "nri_pyro.cli",
             "nri_pyro.ablate"}  # fmt: skip
     reaching_up = {m: sorted(graph[m] & high) for m in low if graph[m] & high}
+    assert reaching_up == {}
+
+
+def _below(graph: dict[str, set[str]], module: str) -> set[str]:
+    """Every module that ``module`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_no_module_below_the_facade_imports_the_spec_layer():
+    # The YAML layer (specs, and presets, which resolve spec files) sits above the model:
+    # the model, guide, training and evaluation take resolved settings and never read specs.
+    graph = _imports()
+    spec_layer = {"nri_pyro.specs", "nri_pyro.presets"}
+    below = _below(graph, "nri_pyro.api") - spec_layer
+    assert {"nri_pyro.model", "nri_pyro.guide", "nri_pyro.training"} <= below
+    reaching_up = {m: sorted(graph[m] & spec_layer) for m in below if graph[m] & spec_layer}
     assert reaching_up == {}
