@@ -354,7 +354,10 @@ def _load_run_and_split(args: argparse.Namespace):
     from nri_pyro.data.io import load_dataset
 
     nri = NRI.load(args.run, device=args.device)
-    return nri, load_dataset(args.data, splits=(args.split,))[args.split]
+    data = load_dataset(args.data, splits=(args.split,))[args.split]
+    # The features the model reads, by name: plots draw them beside its predictions.
+    where = f"the trajectories of the {args.split} split in {args.data}"
+    return nri, nri.select_model_features(data, where)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
