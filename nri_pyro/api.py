@@ -132,6 +132,7 @@ class NRI:
         out: str | Path | None = None,
         resume: bool = False,
         data_parallel: DataParallel | None = None,
+        held_out: Mapping[str, TrajectoryDataset | None] | None = None,
     ) -> NRI:
         """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints.
 
@@ -144,6 +145,15 @@ class NRI:
         ``data_parallel``: this process's place in a torchrun launch
         (:func:`nri_pyro.distributed.from_environment`); every process calls ``fit`` with the
         same arguments and rank 0 writes ``out``.
+
+        ``held_out``: splits read after training (``{"test": test}``), whose frames are
+        checked against what the encoder reads before the first epoch, as ``valid``'s are.
+
+        Without ``valid`` the best epoch is the one with the lowest training loss, the mean
+        over its minibatches, each measured before that minibatch's update: the saved
+        weights are those at the end of that epoch, after its updates. Weights whose outputs
+        are not finite are never kept: training stops with
+        :class:`~nri_pyro.training.TrainingDiverged` naming the epoch.
         """
         if epochs is not None:
             self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
@@ -166,8 +176,8 @@ class NRI:
         self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
         self.model.structure.check_objects(x.shape[1])
         guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
-        if valid is not None:  # before training, not after its first epoch
-            guide.check_frames(valid.num_frames, "the validation trajectories")
+        # Before training, not after its last epoch: every split that will be read.
+        _check_frames(guide, {"validation": valid, **(held_out or {})})
         self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
         if self.preset is not None:
@@ -353,6 +363,25 @@ def _as_dataset(data: DataLike) -> TrajectoryDataset:
         "data must be a TrajectoryDataset, or trajectories [S, N, T, D] as a torch tensor or "
         f"a NumPy array, got {type(data).__name__}"
     )
+
+
+def _check_frames(guide: NRIGuide, splits: Mapping[str, TrajectoryDataset | None]) -> None:
+    """A clear error, before any training, for a split too short for the encoder (see
+    :meth:`NRIGuide.check_frames`) or the decoder (2 frames: one to predict from, one to
+    predict), naming the split, its frames and the need."""
+    for name, data in splits.items():
+        if data is None:
+            continue
+        where = f"the {name} trajectories"
+        if data.num_frames < 2:
+            raise ValueError(
+                f"the decoder needs at least 2 frames (one to predict from, one to predict), "
+                f"but {where} have {data.num_frames}: give the {name} split more frames"
+            )
+        try:
+            guide.check_frames(data.num_frames, where)
+        except ValueError as err:
+            raise ValueError(f"{err}: give the {name} split at least that many frames") from None
 
 
 def _check_compatible(train: TrajectoryDataset, other: TrajectoryDataset) -> None:

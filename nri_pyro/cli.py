@@ -255,7 +255,7 @@ def _run_train(args: argparse.Namespace) -> int:
     say(f"training {out} on {where}: {nri.config.epochs} epochs")
     try:
         nri.fit(splits["train"], splits.get("valid"), out=out, resume=args.resume,
-                data_parallel=run)  # fmt: skip
+                data_parallel=run, held_out={"test": splits.get("test")})  # fmt: skip
     finally:
         if run is not None:
             distributed.finish()

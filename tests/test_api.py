@@ -48,6 +48,19 @@ def test_a_run_without_chosen_features_reads_its_training_datas_by_name(kuramoto
     assert torch.allclose(nri.infer_edges(permuted), nri.infer_edges(test))
 
 
+def test_a_split_too_short_for_the_encoder_is_refused_before_the_first_epoch(tmp_path, kuramoto):
+    train, test = kuramoto
+    short = test.first_frames(5)  # the MLP encoder reads the 12 training frames
+    with pytest.raises(ValueError, match=r"reads 12 frames .* the test trajectories have 5: "
+                       r"give the test split"):  # fmt: skip
+        NRI(overrides=TINY).fit(train, epochs=1, out=tmp_path / "run", held_out={"test": short})
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"decoder needs at least 2 frames.*test trajectories"):
+        NRI(None, "cnn", overrides=TINY).fit(
+            train, epochs=1, held_out={"test": test.first_frames(1)}
+        )
+
+
 def test_infer_edges_takes_numpy_arrays_and_refuses_no_trajectories(kuramoto):
     train, test = kuramoto
     nri = NRI(overrides=TINY).fit(train, epochs=1)
