@@ -682,7 +682,8 @@ def run_child(run_dir: Path) -> None:
     )  # fmt: skip
     train_dir = run_dir / "train"
     resume = (train_dir / "checkpoint_last.pt").exists()
-    nri.fit(splits["train"], splits.get("valid"), out=train_dir, resume=resume)
+    nri.fit(splits["train"], splits.get("valid"), out=train_dir, resume=resume,
+            held_out={held_out: splits[held_out]})  # fmt: skip
     metrics = nri.evaluate(splits[held_out])
     x, _ = prepare(splits[held_out], nri.normalizer)
     weights = importance_log_weights(

@@ -15,12 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from nri_pyro.checkpoints import build_from_checkpoint, load_checkpoint, model_state
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset, normalizer_for, prepare
-from nri_pyro.data.systems import SYSTEMS, get_system
+from nri_pyro.data.features import feature_names, select_named_features
+from nri_pyro.data.systems import get_system
 from nri_pyro.devices import resolve_device
 from nri_pyro.distributed import DataParallel
 from nri_pyro.evaluation import evaluate, memory_safe_batch
@@ -41,6 +43,8 @@ from nri_pyro.train_config import TrainConfig
 from nri_pyro.training import Trainer
 
 SpecLike = str | Path | Mapping[str, Any] | None
+# Trajectories [S, N, T, D]: a dataset, or a tensor or NumPy array of them.
+DataLike = TrajectoryDataset | Tensor | np.ndarray
 
 
 def resolve_specs(
@@ -100,9 +104,12 @@ class NRI:
         overrides: ``key=value`` changes (``"decoder.hidden=64"``, ``"train.lr=1e-3"``).
         device: where the model lives and trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         features: the features the model reads (default: the preset's
-            ``data.features``), e.g. the paper's three Kuramoto features
-            ``["dphi_dt", "sin_phi", "omega"]``; data with all of their system's
-            features are cut to these, in fit and afterwards.
+            ``data.features``, else all of its system's), e.g. the paper's three Kuramoto
+            features ``["dphi_dt", "sin_phi", "omega"]``. Features are picked by name, in
+            fit and afterwards: data whose metadata name their features
+            (``feature_names``; a system's data without names have that system's) are cut
+            and ordered to these, and data without some of them are refused; data without
+            names must hold exactly these.
         **train_settings: training settings (:class:`~nri_pyro.train_config.TrainConfig`
             keys, e.g. ``epochs=20``), over the preset's.
         """
@@ -136,6 +143,7 @@ class NRI:
         out: str | Path | None = None,
         resume: bool = False,
         data_parallel: DataParallel | None = None,
+        held_out: Mapping[str, TrajectoryDataset | None] | None = None,
     ) -> NRI:
         """Train on raw (unnormalised) splits; ``out`` makes it a run folder with checkpoints.
 
@@ -148,15 +156,27 @@ class NRI:
         ``data_parallel``: this process's place in a torchrun launch
         (:func:`nri_pyro.distributed.from_environment`); every process calls ``fit`` with the
         same arguments and rank 0 writes ``out``.
+
+        ``held_out``: splits read after training (``{"test": test}``), whose frames are
+        checked against what the encoder reads before the first epoch, as ``valid``'s are.
+
+        Without ``valid`` the best epoch is the one with the lowest training loss, the mean
+        over its minibatches, each measured before that minibatch's update: the saved
+        weights are those at the end of that epoch, after its updates. Weights whose outputs
+        are not finite are never kept: training stops with
+        :class:`~nri_pyro.training.TrainingDiverged` naming the epoch.
         """
         if epochs is not None:
             self.config = resolve_train_config({**vars(self.config), "epochs": epochs})
         if self.preset is not None:
             self.preset.check_data(train, "the training data")
-        if self.features is not None:
-            train = _select_features(train, self.features, "the training data")
+        features = self._features_to_read(train)
+        if features is not None:
+            train = _select_features(train, features, "the training data")
             if valid is not None:
-                valid = _select_features(valid, self.features, "the validation data")
+                valid = _select_features(
+                    valid, features, "the validation data", train.metadata.get("system")
+                )
         self.normalizer = normalizer_for(train)
         train_xy = prepare(train, self.normalizer)
         valid_xy = None if valid is None else prepare(valid, self.normalizer)
@@ -167,14 +187,14 @@ class NRI:
         self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
         self.model.structure.check_objects(x.shape[1])
         guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
-        if valid is not None:  # before training, not after its first epoch
-            guide.check_frames(valid.num_frames, "the validation trajectories")
+        # Before training, not after its last epoch: every split that will be read.
+        _check_frames(guide, {"validation": valid, **(held_out or {})})
         self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
         if self.preset is not None:
             self.data_info["preset"] = self.preset.name
-        if self.features is not None:
-            self.data_info["features"] = self.features
+        if features is not None:
+            self.data_info["features"] = features
         trainer = Trainer(
             self.model, self.guide, train_xy, valid_xy, self.config,
             normalizer=self.normalizer, run_dir=out, device=self.device,
@@ -211,14 +231,36 @@ class NRI:
             raise RuntimeError("this NRI has not been fitted or loaded yet")
         return self.model, self.guide, self.normalizer
 
-    def _inputs(self, data: TrajectoryDataset | Tensor) -> tuple[Tensor, Tensor | None]:
-        normalizer = self._require_fitted()[2]
-        if isinstance(data, Tensor):
-            data = TrajectoryDataset(data)
-        n, d = self.data_info.get("num_objects"), self.data_info.get("num_features")
+    def _features_to_read(self, train: TrajectoryDataset) -> list[str] | None:
+        """The features a model fitted on ``train`` reads: those given (or the preset's
+        ``data.features``), else all of the preset's system's, else the training data's own
+        (None where they have no names)."""
+        if self.features is not None:
+            return list(self.features)
+        if self.preset is not None:
+            return list(get_system(self.preset.system).feature_names)
+        return feature_names(train)
+
+    def select_model_features(self, data: DataLike, where: str = "the data") -> TrajectoryDataset:
+        """``data`` as a dataset holding the features the model reads, in its order, picked
+        by name where the data name theirs (see ``features`` in :class:`NRI`); a tensor or
+        NumPy array [S, N, T, D] holds the model's features, or all of its system's.
+        ``where`` names the data in errors."""
+        self._require_fitted()
+        data = _as_dataset(data)
         features = self.data_info.get("features")
-        if features is not None and data.num_features != d:  # all the system's features
-            data = _select_features(data, features, "the data", self.data_info.get("system"))
+        if features is None:
+            return data
+        return _select_features(data, features, where, self.data_info.get("system"))
+
+    def _inputs(self, data: DataLike) -> tuple[Tensor, Tensor | None]:
+        normalizer = self._require_fitted()[2]
+        data = self.select_model_features(data)
+        if len(data) == 0:
+            raise ValueError(
+                "the data hold no trajectories (S = 0 in [S, N, T, D]): give at least one"
+            )
+        n, d = self.data_info.get("num_objects"), self.data_info.get("num_features")
         if n is not None and data.num_objects != n:
             raise ValueError(
                 f"the model was trained on {n} objects, the data have {data.num_objects}"
@@ -234,13 +276,16 @@ class NRI:
     @torch.no_grad()
     def infer_edges(
         self,
-        data: TrajectoryDataset | Tensor,
+        data: DataLike,
         *,
         batch_size: int = 256,
         as_adjacency: bool = False,
         per_frame: bool = False,
     ) -> Tensor:
         """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``.
+
+        ``data``: a :class:`TrajectoryDataset`, or trajectories [S, N, T, D] as a tensor or
+        a NumPy array (S >= 1), in the data's own units (see ``features`` in :class:`NRI`).
 
         A dynamic graph (``graph.dynamic``) has them per window, [S, W, E, K]. With
         ``per_frame``, every frame gets its window's (a static graph's: its one graph):
@@ -259,7 +304,7 @@ class NRI:
         return probs
 
     @torch.no_grad()
-    def predict(self, data: TrajectoryDataset | Tensor, steps: int = 20) -> Tensor:
+    def predict(self, data: DataLike, steps: int = 20) -> Tensor:
         """Roll out ``steps`` frames after each trajectory, in the data's own units.
 
         The encoder reads the first frames it was trained on; the decoder starts from the
@@ -327,21 +372,40 @@ def _as_preset(preset: str | Path | Preset) -> Preset:
 def _select_features(
     data: TrajectoryDataset, names: Sequence[str], where: str, system: str | None = None
 ) -> TrajectoryDataset:
-    """``data`` cut to the named features of its system (``system`` where the data do not
-    say), with a clear error where they are not that system's full set of features."""
-    name = data.metadata.get("system") if system is None else system
-    if name not in SYSTEMS:
-        raise ValueError(
-            f"the model reads the features {', '.join(names)}, chosen by name, but {where} are "
-            f"of system {name!r}, whose features have no names: give exactly those features"
-        )
-    known = get_system(name)
-    if data.num_features != len(known.feature_names):
-        raise ValueError(
-            f"{where} have {data.num_features} features; the model reads {', '.join(names)} "
-            f"of {name}'s {len(known.feature_names)} ({', '.join(known.feature_names)})"
-        )
-    return data.select_features(known.feature_indices(names))
+    """``data`` cut to the named features, found by name (``system`` names the features of
+    data that name no system), with a clear error naming both lists where they lack some."""
+    return select_named_features(data, names, where, system)
+
+
+def _as_dataset(data: DataLike) -> TrajectoryDataset:
+    """A dataset of trajectories [S, N, T, D] given as a dataset, a tensor or an array."""
+    if isinstance(data, TrajectoryDataset):
+        return data
+    if isinstance(data, (Tensor, np.ndarray)):
+        return TrajectoryDataset(torch.as_tensor(data))
+    raise TypeError(
+        "data must be a TrajectoryDataset, or trajectories [S, N, T, D] as a torch tensor or "
+        f"a NumPy array, got {type(data).__name__}"
+    )
+
+
+def _check_frames(guide: NRIGuide, splits: Mapping[str, TrajectoryDataset | None]) -> None:
+    """A clear error, before any training, for a split too short for the encoder (see
+    :meth:`NRIGuide.check_frames`) or the decoder (2 frames: one to predict from, one to
+    predict), naming the split, its frames and the need."""
+    for name, data in splits.items():
+        if data is None:
+            continue
+        where = f"the {name} trajectories"
+        if data.num_frames < 2:
+            raise ValueError(
+                f"the decoder needs at least 2 frames (one to predict from, one to predict), "
+                f"but {where} have {data.num_frames}: give the {name} split more frames"
+            )
+        try:
+            guide.check_frames(data.num_frames, where)
+        except ValueError as err:
+            raise ValueError(f"{err}: give the {name} split at least that many frames") from None
 
 
 def _check_compatible(train: TrajectoryDataset, other: TrajectoryDataset) -> None:

@@ -255,7 +255,7 @@ def _run_train(args: argparse.Namespace) -> int:
     say(f"training {out} on {where}: {nri.config.epochs} epochs")
     try:
         nri.fit(splits["train"], splits.get("valid"), out=out, resume=args.resume,
-                data_parallel=run)  # fmt: skip
+                data_parallel=run, held_out={"test": splits.get("test")})  # fmt: skip
     finally:
         if run is not None:
             distributed.finish()
@@ -354,7 +354,10 @@ def _load_run_and_split(args: argparse.Namespace):
     from nri_pyro.data.io import load_dataset
 
     nri = NRI.load(args.run, device=args.device)
-    return nri, load_dataset(args.data, splits=(args.split,))[args.split]
+    data = load_dataset(args.data, splits=(args.split,))[args.split]
+    # The features the model reads, by name: plots draw them beside its predictions.
+    where = f"the trajectories of the {args.split} split in {args.data}"
+    return nri, nri.select_model_features(data, where)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

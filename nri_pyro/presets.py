@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from nri_pyro.data.dataset import Normalizer, TrajectoryDataset
+from nri_pyro.data.features import feature_mismatch
 from nri_pyro.data.systems import get_system
 from nri_pyro.specs import (
     load_chain,
@@ -109,22 +110,26 @@ class Preset:
         }  # fmt: skip
 
     def check_data(self, data: TrajectoryDataset, where: str = "the data") -> None:
-        """A clear error when ``data`` are not of this preset's system and size."""
+        """A clear error when ``data`` are not of this preset's system and size, or lack a
+        feature it reads (``data.features``, else all of its system's; found by name, see
+        :func:`~nri_pyro.data.features.feature_mismatch`)."""
         system = data.metadata.get("system", "custom")
-        features = len(get_system(self.system).feature_names)
+        features = self.data["features"] or list(get_system(self.system).feature_names)
         problems = []
         if system != self.system:
             problems.append(f"system {system!r}")
         if data.num_objects != self.num_objects:
             problems.append(f"{data.num_objects} objects")
-        if data.num_features != features:
-            problems.append(f"{data.num_features} features")
+        same_system = system == self.system
+        mismatch = feature_mismatch(data, features, self.system) if same_system else None
+        if mismatch is not None:
+            problems.append(mismatch)
         if problems:
             raise ValueError(
                 f"preset {self.name} is for {self.system} with {self.num_objects} objects and "
-                f"{features} features, but {where} have {', '.join(problems)}: choose the preset "
-                f"for these data (valid presets: {', '.join(preset_names())}), or --preset none "
-                "to train with the spec files alone"
+                f"the features {', '.join(features)}, but {where} have {', '.join(problems)}: "
+                f"choose the preset for these data (valid presets: {', '.join(preset_names())}), "
+                "or --preset none to train with the spec files alone"
             )
 
 

@@ -2,10 +2,16 @@
 
 Training is a straight loop over epochs and shuffled minibatches around an ELBO module
 (``TraceMeanField_ELBO`` for the "nri" objective, ``Trace_ELBO`` for "concrete") and a
-torch optimiser over the model's and guide's parameters. After each epoch: validation,
-a line in metrics.jsonl and in the log, the last checkpoint, and the best one by the chosen
-validation metric. Checkpoints are written atomically and hold everything needed to
-continue exactly: parameters, optimiser and scheduler state, the RNG state, the epoch.
+torch optimiser over the model's and guide's parameters. After each epoch: a check that
+the weights still give finite outputs, validation, a line in metrics.jsonl and in the log,
+the last checkpoint, and the best one by the chosen validation metric. Without a validation
+split the best epoch is the one with the lowest training loss: the mean over its minibatches,
+each measured before that minibatch's update, so it describes the weights during the epoch,
+while the checkpoint holds those at its end. Training that diverges (a non-finite loss,
+parameters or outputs) stops with :class:`TrainingDiverged`, which names the epoch and what
+to try; no such weights are ever saved. Checkpoints are written atomically and hold
+everything needed to continue exactly: parameters, optimiser and scheduler state, the RNG
+state, the epoch.
 Minibatch order is a function of (seed, epoch), so a resumed run sees the same batches; a
 resumed run must have the specs, settings and data it was started with. With a
 :class:`~nri_pyro.distributed.DataParallel` the same loop runs in every process of a
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +48,7 @@ from nri_pyro.guide import NRIGuide
 from nri_pyro.logs import progress_bar
 from nri_pyro.model import NRIModel
 from nri_pyro.nn import compile_modules
+from nri_pyro.nn.modes import eval_mode
 from nri_pyro.objectives import objective
 from nri_pyro.train_config import SELECT_METRICS, TrainConfig
 
@@ -50,6 +58,15 @@ logger = logging.getLogger(__name__)
 # than it has done; the change is recorded in resumes.jsonl) and how it reports. Any other
 # change would make the run's record describe training it did not have.
 RESUME_MAY_CHANGE = ("epochs", "progress", "eval_batch_size")
+# Trajectories whose outputs are checked after every epoch (see Trainer._check_outputs).
+OUTPUT_CHECK_TRAJECTORIES = 8
+
+
+class TrainingDiverged(ValueError, FloatingPointError):
+    """Training diverged: its loss, parameters or outputs became NaN or infinite. The
+    message names the epoch and what to try. A ValueError, so that the command line
+    reports it in one line as it does bad settings; a FloatingPointError, as a non-finite
+    loss was reported before."""
 
 
 class Trainer:
@@ -266,15 +283,18 @@ class Trainer:
                     "edge_mask": self.train_mask[idx].to(self.device),
                 }
             # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
-            with distributed.stepping(dp, len(positions)), self._autocast():
-                loss = self.step_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
+            try:
+                with distributed.stepping(dp, len(positions)), self._autocast():
+                    loss = self.step_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
+            except ValueError as err:  # Pyro's checks of distributions fed NaN, after updates
+                if self._diverged(err):
+                    raise self._divergence(epoch, "the model's or guide's values became NaN or "
+                                           "infinite in a training step") from err  # fmt: skip
+                raise
             # Summed over the processes (every one sees the same), before any can stop.
             batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * len(idx))
             if not math.isfinite(batch_loss):
-                raise FloatingPointError(
-                    f"the loss became {batch_loss} at epoch {epoch + 1}; lower train.lr or set "
-                    "train.grad_clip"
-                )
+                raise self._divergence(epoch, f"the loss became {batch_loss}")
             if dp is not None:  # DDP averages the gradients: weight by the share of the batch
                 loss = loss * (dp.world_size * len(idx) / len(positions))
             self.optimizer.zero_grad(set_to_none=True)
@@ -288,8 +308,63 @@ class Trainer:
         seen = sum(b.stop - b.start for b in batches)
         return total / seen
 
+    # --- divergence --------------------------------------------------------------------
+    def _divergence(self, epoch: int, what: str) -> TrainingDiverged:
+        """The error for training that diverged at ``epoch`` (0-based): what happened, and
+        what to try with this run's settings."""
+        c = self.config
+        clip = (
+            "set train.grad_clip (e.g. 1.0)" if c.grad_clip is None
+            else f"lower train.grad_clip (now {c.grad_clip:g})"
+        )  # fmt: skip
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}: {what}; lower train.lr (now {c.lr:g}) "
+            f"or {clip}"
+        )
+
+    def _diverged(self, err: ValueError) -> bool:
+        """Whether ``err``, raised in a training step, comes from diverged weights: some
+        parameter is not finite, or a distribution was given NaN or infinite values (torch's
+        and Pyro's argument checks, and this package's, say so)."""
+        if not _finite(self.loss_fn.parameters()):
+            return True
+        return bool(_NON_FINITE_MESSAGE.search(str(err)))
+
+    @torch.no_grad()
+    def _check_outputs(self, epoch: int) -> None:
+        """Raise :class:`TrainingDiverged` when the weights after ``epoch`` are not finite or
+        give non-finite outputs (finite but huge weights can: their edge probabilities or
+        predictions are NaN), so that such weights are never validated, kept or saved as
+        best. The outputs are the guide's edge probabilities and the decoder's one-step
+        predictions of the first training trajectories, in evaluation mode: deterministic,
+        and no random numbers are drawn (a resumed run continues exactly)."""
+        modules = (self.model, self.guide)
+        if not all(_finite([*m.parameters(), *m.buffers()]) for m in modules):
+            raise self._divergence(epoch, "the parameters became NaN or infinite")
+        x = self.train_x[:OUTPUT_CHECK_TRAJECTORIES].to(self.device)
+        try:
+            with eval_mode(*modules):
+                probs = self.guide.edge_probs(x)
+                z = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(x.dtype)
+                outputs = [probs, self.model.predict(x[:, :, : self.guide.num_frames], z)]
+        except ValueError as err:
+            if not _NON_FINITE_MESSAGE.search(str(err)):
+                raise
+            outputs = [torch.tensor(math.nan)]
+        if not _finite(outputs):
+            raise self._divergence(
+                epoch, "the weights at its end give NaN or infinite edge probabilities or "
+                "predictions"
+            )  # fmt: skip
+
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
-        """Train to ``config.epochs``; with ``resume`` continue from the run's last checkpoint."""
+        """Train to ``config.epochs``; with ``resume`` continue from the run's last checkpoint.
+
+        The best checkpoint is the epoch with the best ``valid_<select_metric>``; without a
+        validation split, the epoch with the lowest training loss (the mean over its
+        minibatches, each measured before that minibatch's update, while the checkpoint
+        holds the weights after the epoch's last update). Weights that give non-finite
+        outputs stop training (:class:`TrainingDiverged`) before they are saved."""
         c = self.config
         if self.run_dir is not None:
             # Rank 0 reads the run folder (the others may not see it) and sends them the
@@ -313,10 +388,17 @@ class Trainer:
                 self._truncate_metrics()
                 self._write_run_files()
         larger_better = SELECT_METRICS[c.select_metric]
+        if self.valid is None and self.writes and self.epoch < c.epochs:
+            logger.info(
+                "no validation split: the best checkpoint is the epoch with the lowest training "
+                "loss (the mean over its minibatches, each measured before that minibatch's "
+                "update; the checkpoint holds the weights at the epoch's end)"
+            )
         while self.epoch < c.epochs:
             epoch = self.epoch
             start = time.perf_counter()
             train_loss = self.train_epoch(epoch)
+            self._check_outputs(epoch)  # before anything is measured or saved with them
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -425,6 +507,16 @@ class Trainer:
             self.best = {"value": value, "epoch": record["epoch"], "metric": key}
             return True
         return False
+
+
+# How torch's and Pyro's checks of distribution arguments (and this package's) describe
+# NaN or infinite values: "found invalid values", "got nan", "got values in [nan, nan]".
+_NON_FINITE_MESSAGE = re.compile(r"invalid values|\bnan\b|\binf\b", re.IGNORECASE)
+
+
+def _finite(tensors: Any) -> bool:
+    """Whether every floating-point tensor of ``tensors`` holds finite values only."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
 
 def _detached_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,5 +1,6 @@
 """The `nri-pyro simulate` command, as a user calls it."""
 
+import json
 import subprocess
 import sys
 
@@ -80,6 +81,26 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
         assert main([*argv, "--out", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_train_refuses_a_test_split_too_short_for_the_encoder_before_training(tmp_path, capsys):
+    preset = tmp_path / "short-test.yaml"
+    preset.write_text(json.dumps({
+        "base": "springs5-quick",
+        "data": {"objects": 3, "train": 16, "valid": 4, "test": 4, "frames": 12,
+                 "test_frames": 10},
+        "model": {"decoder": {"msg_hidden": 8, "msg_out": 8, "hidden": 8}},
+        "guide": {"encoder": {"hidden": 8}},
+        "train": {"epochs": 1, "progress": False},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", "--preset", str(preset), "--out", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert (
+        "reads 12 frames (its training length), but the test trajectories have 10: give "
+        "the test split at least" in captured.err
+    )
+    assert "epoch 1" not in captured.out and not run.exists()
 
 
 def test_console_script_runs():

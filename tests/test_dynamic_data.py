@@ -496,6 +496,21 @@ def test_bad_switching_input_is_a_clear_error():
         springs.run(init, 9, p, device=CPU)
 
 
+def test_a_switch_rate_above_one_flip_per_frame_is_refused_before_any_work(tmp_path, capsys):
+    # Frames are sample_freq * dt = 0.1 time units apart in both systems: at most 10.
+    get_system("springs").params({"switch_rate": 10.0})
+    for system in ("springs", "kuramoto"):
+        with pytest.raises(ValueError, match=r"switch_rate must be at most 10 .* got 1e\+06"):
+            get_system(system).params({"switch_rate": 1e6})
+    with pytest.raises(ValueError, match="switch_rate must be at most 1000"):
+        get_system("springs").params({"switch_rate": 2e3, "sample_freq": 1})
+    out = tmp_path / "d"
+    argv = ["simulate", "springs", "--train", "96", "--valid", "0", "--test", "0"]
+    assert main([*argv, "--param", "switch_rate=1e3", "--out", str(out)]) == 2
+    assert "switch_rate must be at most 10" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_per_frame_adjacency_of_the_wrong_shape_is_refused():
     x = torch.zeros(3, 4, 6, 2)
     with pytest.raises(ValueError, match=r"\[S, T, N, N\] = \[3, 6, 4, 4\] \(one graph per frame"):

@@ -7,7 +7,8 @@ import torch
 from nri_pyro import simulate
 from nri_pyro.api import NRI, build
 from nri_pyro.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
-from nri_pyro.evaluation import evaluate, memory_safe_batch, normalizer_for, prepare
+from nri_pyro.data.dataset import normalizer_for, prepare
+from nri_pyro.evaluation import evaluate, memory_safe_batch
 from nri_pyro.nn import decoders
 
 # A decoder too small to matter, so that the encoder decides the batch size.

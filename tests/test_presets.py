@@ -214,8 +214,19 @@ def test_kuramoto_presets_read_the_papers_three_features_in_fit_and_afterwards(t
     assert torch.allclose(loaded.infer_edges(test), nri.infer_edges(test))
     assert torch.allclose(loaded.infer_edges(three), nri.infer_edges(test))
     assert nri.predict(test, steps=2).shape[-1] == 3
-    with pytest.raises(ValueError, match="have 2 features; the model reads dphi_dt"):
+    with pytest.raises(ValueError, match=r"reads the features dphi_dt.*have 2 features"):
         loaded.infer_edges(test.trajectories[..., :2])
+
+
+def test_a_preset_takes_data_holding_its_features_by_name_and_refuses_others():
+    kuramoto5 = load_preset("kuramoto5")  # reads dphi_dt, sin_phi, omega
+    four = simulate("kuramoto", 2, 5, num_frames=12)
+    kuramoto5.check_data(four.select_features([0, 1, 3]))  # exactly its three
+    kuramoto5.check_data(four.select_features([3, 2, 1, 0]))  # all four, in another order
+    with pytest.raises(ValueError, match=r"preset kuramoto5 is for kuramoto with 5 objects and "
+                       r"the features dphi_dt, sin_phi, omega, but the data have the features "
+                       r"dphi_dt, sin_phi, phase \(no omega\)"):  # fmt: skip
+        kuramoto5.check_data(four.select_features([0, 1, 2]))
 
 
 def test_unknown_or_repeated_features_are_refused_naming_the_systems_features(tmp_path):

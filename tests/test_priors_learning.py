@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nri_pyro import NRI, simulate
-from nri_pyro.evaluation import prepare
+from nri_pyro.data.dataset import prepare
 from nri_pyro.priors import GraphStructure
 
 pytestmark = pytest.mark.slow

@@ -11,6 +11,8 @@ from nri_pyro import generate_dataset, simulate
 from nri_pyro.api import NRI
 from nri_pyro.checkpoints import load_checkpoint
 from nri_pyro.cli import main
+from nri_pyro.model import NRIModel
+from nri_pyro.training import TrainingDiverged
 
 TINY = [
     "decoder.msg_hidden=16",
@@ -197,3 +199,58 @@ def test_evaluation_batches_shrink_for_large_systems_only(monkeypatch):
     assert memory_safe_batch(256, model, guide, large_x, "cpu") == expected == 10
     monkeypatch.setattr(decoders, "_device_memory", lambda device: 2**20)
     assert memory_safe_batch(256, model, guide, large_x, "cpu") == 1  # never below one
+
+
+def test_diverged_weights_are_never_saved_and_the_error_names_the_epoch(tmp_path, small):
+    # One step per epoch, measured before it: the loss of epoch 1 is finite, its weights not.
+    diverging = [*TINY, "train.batch_size=2000", "train.lr=1e3"]
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: .* lower train\.lr \(now 1000\)"):
+        NRI(overrides=diverging).fit(small["train"], epochs=2, out=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint_best.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+    with pytest.raises(TrainingDiverged, match="epoch 1"):  # without a run folder too
+        NRI(overrides=diverging).fit(small["train"], epochs=2)
+
+
+def test_divergence_is_one_line_at_the_command_line_with_the_epoch_and_a_hint(tmp_path, capsys):
+    data = generate_dataset("springs", tmp_path / "d", num_objects=3, train=48, valid=0,
+                            test=0, num_frames=12, progress=False)  # fmt: skip
+    base = ["train", "--preset", "none", "--data", str(data), "--epochs", "2"]
+    for item in TINY:
+        base += ["--set", item]
+    # A NaN loss; Pyro's check of a distribution given NaN inside a step; NaN outputs.
+    cases = [
+        (["train.lr=0.5", "train.batch_size=128"], "epoch 2: the loss became nan"),
+        (["train.lr=1e3"], "epoch 1: "),  # a NaN loss or NaN values, as the arithmetic goes
+        (["train.lr=1e3", "train.batch_size=2000"], "epoch 1: the weights at its end give NaN"),
+    ]
+    for i, (settings, message) in enumerate(cases):
+        argv = [*base, "--out", str(tmp_path / f"run{i}")]
+        for item in settings:
+            argv += ["--set", item]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert f"training diverged at {message}" in err and "lower train.lr" in err, err
+
+
+def test_a_step_that_pyro_stops_on_non_finite_values_is_a_divergence(monkeypatch, small):
+    def forward_raising(message):
+        def forward(self, *args, **kwargs):
+            raise ValueError(message)
+
+        return forward
+
+    pyro_check = (  # what Pyro's check of a distribution's arguments says, dump and all
+        "Expected parameter loc (Tensor of shape (2,)) of distribution Normal() to satisfy the "
+        "constraint Real(), but found invalid values:\ntensor([3.4e+10, nan])"
+    )
+    monkeypatch.setattr(NRIModel, "forward", forward_raising(pyro_check))
+    with pytest.raises(TrainingDiverged, match="epoch 1: the model's or guide's values") as info:
+        NRI(overrides=TINY).fit(small["train"], epochs=1)
+    assert "\n" not in str(info.value) and "lower train.lr" in str(info.value)
+    # Any other error of a step is left as it is.
+    monkeypatch.setattr(NRIModel, "forward", forward_raising("x must have D = 4 features"))
+    with pytest.raises(ValueError, match="D = 4 features") as info:
+        NRI(overrides=TINY).fit(small["train"], epochs=1)
+    assert not isinstance(info.value, TrainingDiverged)

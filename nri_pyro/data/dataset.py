@@ -197,13 +197,17 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     def select_features(self, indices: Sequence[int]) -> TrajectoryDataset:
         """A copy with only the features at ``indices`` (in that order). Stored normalisation
         statistics are kept for the groups whose features are all kept, renumbered; if a
-        group is cut, they are dropped (the training statistics are then fitted anew)."""
+        group is cut, they are dropped (the training statistics are then fitted anew). The
+        metadata's ``feature_names`` become those of the features kept."""
         indices = [int(i) for i in indices]
         if not indices or any(not 0 <= i < self.num_features for i in indices):
             raise ValueError(
                 f"feature indices must lie in 0..{self.num_features - 1}, got {indices}"
             )
         metadata = {**self.metadata, "features_kept": indices}
+        names = metadata.get("feature_names")
+        if names is not None and len(names) == self.num_features:  # they name the kept ones
+            metadata["feature_names"] = [names[i] for i in indices]
         stats = metadata.pop("normalization", None)
         if stats is not None:
             position = {old: new for new, old in enumerate(indices)}

@@ -56,6 +56,17 @@ def switch_pairs(num_objects: int, kind: str) -> Tensor:
     return pairs.T.contiguous()
 
 
+def max_switch_rate(sample_freq: int, dt: float) -> float:
+    """The largest ``switch_rate``: one flip per pair per frame interval (``sample_freq * dt``
+    time units) on average. Faster switching makes no sense for data sampled in frames: a
+    pair would flip between two frames more often than not, so the graphs the frames show
+    would not follow the forces. It also bounds memory: the flip times are [B, P, M] with M
+    about ``rate * horizon`` per pair, so at this rate M is about the frames of the run and
+    they take no more room than the per-frame truth [B, T, N, N] (a rate of 1e6 would need
+    about 100 GB for 96 simulations)."""
+    return 1.0 / (sample_freq * dt)
+
+
 def draw_flip_times(
     num_sims: int, num_pairs: int, rate: float, horizon: float, generator: torch.Generator
 ) -> dict[str, Tensor]:

@@ -23,6 +23,7 @@ from nri_pyro.data.particles import (
     springs_initial,
     springs_run,
 )
+from nri_pyro.data.switching import max_switch_rate
 
 PARTICLE_FEATURES = ("x", "y", "vx", "vy")
 KURAMOTO_FEATURES = ("dphi_dt", "sin_phi", "phase", "omega")
@@ -144,8 +145,22 @@ def _check_params(name: str, params: Any) -> None:
             f"{name}: switch_rate (edge flips per pair per unit of simulated time) must be a "
             f"finite non-negative number, got {values['switch_rate']}"
         )
+    if "switch_rate" in values:
+        _check_switch_rate(name, values["switch_rate"], values["sample_freq"], values["dt"])
     if "freq_min" in values and not values["freq_min"] < values["freq_max"]:
         raise ValueError(f"{name}: freq_min must be below freq_max, got {values}")
+
+
+def _check_switch_rate(name: str, rate: float, sample_freq: int, dt: float) -> None:
+    """Refuse a rate above :func:`~nri_pyro.data.switching.max_switch_rate`, before any work."""
+    limit = max_switch_rate(sample_freq, dt)
+    if rate > limit:
+        raise ValueError(
+            f"{name}: switch_rate must be at most {limit:g} (edge flips per pair per unit of "
+            f"simulated time: one per frame interval of sample_freq * dt = {sample_freq * dt:g} "
+            f"on average; faster switching cannot be seen in the frames, and its flip times "
+            f"outgrow the memory), got {rate:g}: give a switch_rate of at most {limit:g}"
+        )
 
 
 SYSTEMS: dict[str, System] = {
