@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from nri_pyro.checkpoints import differences
+from nri_pyro.folders import FolderInUseError, folder_lock
 from nri_pyro.presets import load_preset, preset_names
 
 CPU_PRESETS = ("springs5", "charged5", "kuramoto5", "springs10", "charged10", "kuramoto10")
@@ -213,6 +214,14 @@ def main() -> int:
         parser.error("--seeds must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:  # one process at a time writes OUT (its runs are this one's children)
+        with folder_lock(out):
+            return _reproduce(args, out)
+    except FolderInUseError as err:
+        raise SystemExit(f"reproduce: error: {err}") from None
+
+
+def _reproduce(args: argparse.Namespace, out: Path) -> int:
     results: dict[str, list[dict]] = {}
     for preset in args.presets:
         for seed in range(args.seeds):
@@ -241,4 +250,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the run in progress resumes from its last checkpoint
+        print(
+            "reproduce: interrupted; finished runs are kept and the interrupted one resumes "
+            "when the command runs again",
+            file=sys.stderr,
+        )
+        sys.exit(130)

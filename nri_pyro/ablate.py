@@ -48,7 +48,9 @@ from typing import Any
 import torch
 import yaml
 
+from nri_pyro.checkpoints import differences
 from nri_pyro.files import atomic_write, atomic_write_text
+from nri_pyro.folders import check_output_folder, folder_digest, folder_lock
 from nri_pyro.logs import log_to
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset, simulate_preset
@@ -248,7 +250,7 @@ class Study:
         preset: the specs, training settings and (without ``data``) the data every run
             starts from; without one, the spec files and the paper's recipe on ``data``.
         model_spec, guide_spec: replace the preset's specs (a name, path or mapping).
-        seeds: a count (seeds 0..n-1) or a list of training seeds.
+        seeds: a count (seeds 0..n-1) or a list of distinct training seeds.
         overrides: ``key=value`` changes that every variant shares.
         data: a dataset folder to train and evaluate on (else the preset's data, simulated
             once into ``out/data``).
@@ -258,6 +260,9 @@ class Study:
         evidence_samples: importance samples per held-out trajectory for the log evidence.
         threads: torch threads per run (default: the cores shared among the jobs).
         imports: modules to import first, here and in every run (custom priors, encoders).
+
+    ``vary``, ``variants``, ``overrides`` and ``imports`` are lists; one string is taken as
+    a list of that one item.
     """
 
     def __init__(
@@ -285,11 +290,13 @@ class Study:
         from nri_pyro.devices import resolve_device
 
         self.out = Path(out)
+        self.seeds = _check_seeds(seeds)
+        # One setting may come as a string: one item, not a sequence of characters.
+        vary, variants, overrides, imports = (
+            [x] if isinstance(x, str) else x for x in (vary, variants, overrides, imports)
+        )
         if epochs is not None:
             overrides = [*overrides, f"train.epochs={epochs}"]
-        self.seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds!r}")
         if not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
         if not isinstance(evidence_samples, int) or evidence_samples < 32:
@@ -372,35 +379,38 @@ class Study:
         """Run what is not finished yet (``jobs`` at once), then write the table and figures.
         Progress goes to the ``nri_pyro`` logger, one line per run started and finished."""
         log = logger.info
-        self._check_out()
-        data = self._data()
-        todo, runs = [], []
-        for variant in self.variants:
-            for seed in self.seeds:
-                runs.append((variant, seed))
-                if not (self.run_dir(variant, seed) / RESULT_FILE).exists():
-                    todo.append((variant, seed))
-        done_before = len(runs) - len(todo)
-        log(
-            f"study {self.out}: {len(self.variants)} variant(s) x {len(self.seeds)} seed(s) = "
-            f"{len(runs)} runs; {done_before} finished before, {len(todo)} to run, "
-            f"{self.jobs} at a time"
-        )
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
-        counter = iter(range(1, len(todo) + 1))
+        # One study process at a time writes the folder (its runs are its own children).
+        with folder_lock(self.out):
+            self._check_out()
+            data = self._data()
+            todo, runs = [], []
+            for variant in self.variants:
+                for seed in self.seeds:
+                    runs.append((variant, seed))
+                    if not (self.run_dir(variant, seed) / RESULT_FILE).exists():
+                        todo.append((variant, seed))
+            done_before = len(runs) - len(todo)
+            log(
+                f"study {self.out}: {len(self.variants)} variant(s) x {len(self.seeds)} seed(s) = "
+                f"{len(runs)} runs; {done_before} finished before, {len(todo)} to run, "
+                f"{self.jobs} at a time"
+            )
+            threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+            counter = iter(range(1, len(todo) + 1))
 
-        def one(item: tuple[Variant, int]) -> None:
-            variant, seed = item
-            number = next(counter)
-            start = time.perf_counter()
-            log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: started")
-            message = self._run_one(variant, seed, data, threads)
-            seconds = time.perf_counter() - start
-            log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: {message} ({seconds:.0f} s)")
+            def one(item: tuple[Variant, int]) -> None:
+                variant, seed = item
+                number = next(counter)
+                start = time.perf_counter()
+                log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: started")
+                message = self._run_one(variant, seed, data, threads)
+                seconds = time.perf_counter() - start
+                where = f"[{number}/{len(todo)}] {variant.label}, seed {seed}"
+                log(f"{where}: {message} ({seconds:.0f} s)")
 
-        with ThreadPoolExecutor(self.jobs) as pool:
-            list(pool.map(one, todo))
-        return self.collect()
+            with ThreadPoolExecutor(self.jobs) as pool:
+                list(pool.map(one, todo))
+            return self.collect()
 
     def _check_out(self) -> None:
         plan = {
@@ -411,16 +421,28 @@ class Study:
             "configs": self.configs,
             "evidence_samples": self.evidence_samples,
         }
+        # What the runs were trained on: the settings of the data the study simulates, or a
+        # digest of the files of the folder given (simulated again in place: other values).
+        plan["data_source"] = _data_source(self.preset, self.data)
         path = self.out / "study.json"
+        check_output_folder(self.out, "an nri-pyro study folder", marks=("study.json",))
         if path.exists():
             before = json.loads(path.read_text())
+            if "data_source" not in before:  # a study.json older than the record of its data
+                before["data_source"] = plan["data_source"]
+                logger.info(f"{path} has no record of its data: recording them now")
+                atomic_write_text(path, json.dumps(before, indent=1) + "\n")
             keys = [*plan, "variants"]  # "variants" only in the plans of studies with some
-            same = {k: before.get(k) for k in keys}
-            now = {k: plan.get(k) for k in keys}
-            if json.dumps(same, sort_keys=True) != json.dumps(now, sort_keys=True):
+            # JSON both sides (tuples as lists), as study.json holds them
+            same = json.loads(json.dumps({k: before.get(k) for k in keys}))
+            now = json.loads(json.dumps({k: plan.get(k) for k in keys}))
+            differ = differences(same, now)
+            if differ:
                 raise FileExistsError(
-                    f"{self.out} holds a different study (its study.json differs in specs, "
-                    "varied values, variants, seeds or data); choose another --out"
+                    f"{self.out} holds a different study; its study.json differs in "
+                    + "; ".join(f"{k}: {was!r} there, {new!r} now" for k, was, new in differ)
+                    + ". A study continues as it was planned: give the options it was started "
+                    "with, or choose another --out"
                 )
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -535,6 +557,41 @@ class Study:
                 fig = plots.plot_against_setting(rows, key, against)
                 written.append(_save_figure(fig, folder / f"against_{key}.png"))
         return written
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    """The seeds of a study: ``seeds`` seeds from 0 (a count), or the list given (distinct
+    whole numbers >= 0: a seed given twice would count one run twice in the table)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be at least 1 (a count of seeds), got {seeds}")
+        return list(range(seeds))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise ValueError(
+            f"seeds must be a count (a whole number >= 1) or a list of seeds such as [0, 1], "
+            f"got {seeds!r}"
+        )
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if not seeds or bad:
+        raise ValueError(
+            f"seeds must be a non-empty list of whole numbers >= 0, got {list(seeds)!r}"
+        )
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(
+            f"seeds {list(seeds)} name seed(s) {', '.join(map(str, repeated))} more than "
+            "once: each would count one run twice in the table; give distinct seeds"
+        )
+    return list(seeds)
+
+
+def _data_source(preset: Preset | None, data: Path | None) -> dict[str, Any]:
+    """What a study's runs train on, as its study.json records it: the digest of the files
+    of the data folder given, or the data settings of the preset whose data it simulates."""
+    if data is not None:
+        return {"folder": str(data), "digest": folder_digest(data)}
+    assert preset is not None
+    return {"simulated": preset.data}
 
 
 def _data_shape(

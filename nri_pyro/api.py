@@ -12,6 +12,7 @@ only wires data, normalisation and training together::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from nri_pyro.devices import resolve_device
 from nri_pyro.distributed import DataParallel
 from nri_pyro.evaluation import evaluate, memory_safe_batch
 from nri_pyro.files import atomic_save
+from nri_pyro.folders import folder_lock
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
 from nri_pyro.nn import edges_to_adjacency
@@ -200,7 +202,9 @@ class NRI:
             normalizer=self.normalizer, run_dir=out, device=self.device,
             data_info=self.data_info, data_parallel=data_parallel,
         )  # fmt: skip
-        self.history = trainer.fit(resume=resume)
+        writes = out is not None and (data_parallel is None or data_parallel.is_main)
+        with folder_lock(out) if writes else nullcontext():  # one writer of a run folder
+            self.history = trainer.fit(resume=resume)
         self.data_info = trainer.data_info
         # The model select_metric chose (train.select_metric), with or without a run folder.
         if out is not None and (data_parallel is None or data_parallel.is_main):

@@ -18,6 +18,7 @@ import torch
 
 from nri_pyro.data.dataset import Normalizer
 from nri_pyro.files import atomic_save
+from nri_pyro.folders import check_output_folder
 from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
 from nri_pyro.train_config import TrainConfig
@@ -46,16 +47,8 @@ def check_run_folder(folder: str | Path, resume: bool = False) -> Path | None:
     to the files there: model.yaml, metrics.jsonl, summary.json); a finished or interrupted
     run without ``resume``; ``resume`` without a checkpoint."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"--out {folder} is a file, not a folder: give a run folder")
+    check_output_folder(folder, "an nri-pyro run folder", marks=RUN_FILES)
     last = folder / "checkpoint_last.pt"
-    if folder.is_dir() and any(folder.iterdir()):
-        if not all((folder / name).exists() for name in RUN_FILES):
-            raise FileExistsError(
-                f"{folder} holds files but is not an nri-pyro run folder (it has no "
-                f"{', '.join(RUN_FILES)}): training would overwrite them; choose a new or "
-                "empty folder for --out"
-            )
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"nothing to resume: {last} does not exist")

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from nri_pyro.data.simulate import generate_dataset
 from nri_pyro.data.systems import SYSTEMS, get_system
 from nri_pyro.distributed import DistributedError
 from nri_pyro.files import atomic_write, atomic_write_text
+from nri_pyro.folders import FolderInUseError, check_output_folder, folder_lock
 from nri_pyro.logs import log_to
 from nri_pyro.presets import (
     ABLATE_DEFAULT_PRESET,
@@ -462,6 +464,8 @@ def _run_plot(args: argparse.Namespace) -> int:
 
     if args.trajectories < 1 or args.samples < 1:
         raise ValueError("--trajectories and --samples must be at least 1")
+    # Figures replace their namesakes: a folder of anything else (a run, a study) is refused.
+    check_output_folder(args.out, "a folder of figures", patterns=("*.png",))
     run = Path(args.run)
     if not run.exists():
         raise FileNotFoundError(f"run {run} does not exist")
@@ -495,7 +499,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():
-        fig.savefig(out / f"{name}.png", dpi=100)
+        atomic_write(out / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, dpi=100))
     logger.info(f"wrote {len(figures)} figures to {out}: {', '.join(figures)}")
     return 0
 
@@ -582,8 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_to()  # the library's messages as plain lines on stdout
     try:
-        return args.handler(args)
-    except (ValueError, FileExistsError, FileNotFoundError, DistributedError) as err:
+        folder = _folder_written(args)
+        with nullcontext() if folder is None else folder_lock(folder):
+            return args.handler(args)
+    except OSError as err:  # ours say what to do; the system's say where it failed
+        message = str(err) if err.errno is None else _system_error(err, getattr(args, "out", None))
+        print(f"nri-pyro {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except (ValueError, DistributedError, FolderInUseError) as err:
         print(f"nri-pyro {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -591,6 +601,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"nri-pyro {args.command}: interrupted; nothing was left half-written", file=sys.stderr
         )
         return 130
+
+
+def _folder_written(args: argparse.Namespace) -> str | None:
+    """The --out folder a command writes, held locked while it runs; None where there is no
+    folder to lock (none given yet, a file, written by another rank under torchrun) or the
+    library locks it (a dataset, while it is written: see nri_pyro.data.io.staging_folder)."""
+    if args.command not in ("train", "ablate", "plot") or args.out is None:
+        return None
+    if args.command == "train" and os.environ.get("RANK", "0") != "0":
+        return None
+    return args.out
+
+
+def _system_error(err: OSError, out: str | None) -> str:
+    """One line for what the operating system refused (a read-only folder, a full disk, a
+    file size limit): what failed, and where (the file, else the --out it was written in)."""
+    where = err.filename if err.filename is not None else "a file"
+    if err.filename is None and out is not None:
+        where = f"a file in {out}"
+    return (
+        f"could not write or read {where}: {err.strerror or err}; check the folder's "
+        "permissions and the free disk space, then run the command again (files are written "
+        "whole or not at all)"
+    )
 
 
 if __name__ == "__main__":

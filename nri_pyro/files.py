@@ -7,6 +7,7 @@ fails.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only folder: name the file meant, not tmp
+        if err.errno is not None and err.filename in (None, str(tmp), tmp):
+            raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -34,5 +39,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` of ``obj`` to ``path``, never half-written."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` of ``obj`` to ``path``, never half-written.
+
+    Serialised in memory first, then written: torch's own file writer reports a full disk
+    or a file size limit as a RuntimeError ("unexpected pos"), Python's as the OSError it is.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))

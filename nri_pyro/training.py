@@ -232,13 +232,10 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= self.epoch
-        ]
-        path.write_text("".join(f"{line}\n" for line in kept))
-        self.history = [json.loads(line) for line in kept]
+        lines = _read_metrics(path) if self.epoch else []  # a new run keeps none
+        kept = [(line, record) for line, record in lines if record["epoch"] <= self.epoch]
+        atomic_write_text(path, "".join(f"{line}\n" for line, _ in kept))
+        self.history = [record for _, record in kept]
 
     # --- the loop ----------------------------------------------------------------------
     def _autocast(self) -> torch.autocast:
@@ -380,12 +377,12 @@ class Trainer:
                 raise problem
             if state is not None:
                 self.restore(state)
-                if self.writes:
-                    logger.info(f"resuming {self.run_dir} after epoch {self.epoch}")
-                    self._record_resume(state)
             if self.writes:
                 # A new run drops metric lines of a start that never reached a checkpoint.
                 self._truncate_metrics()
+                if state is not None:  # recorded once every check has passed
+                    logger.info(f"resuming {self.run_dir} after epoch {self.epoch}")
+                    self._record_resume(state)
                 self._write_run_files()
         larger_better = SELECT_METRICS[c.select_metric]
         if self.valid is None and self.writes and self.epoch < c.epochs:
@@ -443,6 +440,9 @@ class Trainer:
             return None
         state = load_checkpoint(last)
         self._check_resume(state, last)
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists():
+            _read_metrics(metrics)  # a line torn in the middle is refused here, by rank 0
         return state
 
     def _check_resume(self, state: dict[str, Any], path: Path) -> None:
@@ -517,6 +517,37 @@ _NON_FINITE_MESSAGE = re.compile(r"invalid values|\bnan\b|\binf\b", re.IGNORECAS
 def _finite(tensors: Any) -> bool:
     """Whether every floating-point tensor of ``tensors`` holds finite values only."""
     return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def _read_metrics(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of a run's metrics.jsonl and their records, in order.
+
+    A torn last line (the run crashed while writing it) is what a crash leaves: it is
+    dropped from the file (rewritten whole) and the drop logged. A line that does not read
+    before the last is damage no crash explains, and an error naming the file and line."""
+    text = path.read_text()
+    numbered = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    out = []
+    for i, line in numbered:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not a record with an epoch")
+        except ValueError as err:
+            if i == numbered[-1][0]:
+                atomic_write_text(path, "".join(f"{kept}\n" for kept, _ in out))
+                logger.info(
+                    f"{path}: dropped line {i}, the last, which a crash left half-written "
+                    f"({line[:40]!r}...)"
+                )
+                break
+            raise ValueError(
+                f"{path}, line {i}, is not a metrics record ({err}), and it is not the last "
+                "line (which a crash may leave torn): the file was damaged otherwise; repair "
+                "or remove that line, then resume"
+            ) from None
+        out.append((line, record))
+    return out
 
 
 def _detached_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:

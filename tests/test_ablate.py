@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+from common import interrupt, start, wait_for
 
 from nri_pyro.ablate import Study, ablate, parse_vary, variants
 from nri_pyro.cli import main
 from nri_pyro.data.io import save_dataset
 from nri_pyro.data.simulate import simulate
+from nri_pyro.presets import load_preset
 
 TINY = [
     "decoder.msg_hidden=8",
@@ -90,8 +93,75 @@ def test_a_study_runs_every_combination_reports_failures_and_resumes(tmp_path, d
     assert "| variant |" in result._repr_markdown_()
 
 
-def test_a_different_study_in_the_same_folder_is_refused(tmp_path, data):
+def test_a_different_study_in_the_same_folder_is_refused_naming_what_differs(tmp_path, data):
     out = tmp_path / "study"
     Study(["prior.name=uniform"], out=out, data=data, overrides=TINY)._check_out()
-    with pytest.raises(FileExistsError, match="holds a different study"):
+    with pytest.raises(FileExistsError, match="holds a different study") as refused:
         Study(["prior.name=sparse"], out=out, data=data, overrides=TINY)._check_out()
+    assert "vary: [['prior.name', ['uniform']]] there, [['prior.name', ['sparse']]] now" in str(
+        refused.value
+    )
+
+
+def test_a_study_refuses_its_data_changed_in_place_or_in_the_preset(tmp_path):
+    given = tmp_path / "data"
+    save_dataset(given, {"train": simulate("springs", 16, num_objects=3, seed=0)})
+    out = tmp_path / "study"
+    Study(["prior.name=uniform"], out=out, data=given, overrides=TINY)._check_out()
+    Study(["prior.name=uniform"], out=out, data=given, overrides=TINY)._check_out()  # the same
+    save_dataset(given, {"train": simulate("springs", 16, num_objects=3, seed=1)}, overwrite=True)
+    with pytest.raises(FileExistsError, match=r"data_source.digest: '[0-9a-f]+' there"):
+        Study(["prior.name=uniform"], out=out, data=given, overrides=TINY)._check_out()
+    preset = load_preset("springs5-quick")
+    Study(["prior.name=uniform"], out=tmp_path / "own", preset=preset, overrides=TINY)._check_out()
+    four = dataclasses.replace(preset, data={**preset.data, "objects": 4})
+    with pytest.raises(FileExistsError, match=r"data_source.simulated.objects: 5 there, 4 now"):
+        Study(
+            ["prior.name=uniform"], out=tmp_path / "own", preset=four, overrides=TINY
+        )._check_out()
+
+
+def test_an_out_folder_that_is_no_study_or_a_file_is_refused_and_kept(tmp_path, data, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "results.md").write_text("keep\n")
+    args = ["ablate", "--data", str(data), "--epochs", "1", "--seeds", "1",
+            "--vary", "prior.name=uniform,sparse", "--out"]  # fmt: skip
+    assert main([*args, str(folder)]) == 2
+    assert "is not an nri-pyro study folder (it has no study.json)" in capsys.readouterr().err
+    assert (folder / "results.md").read_text() == "keep\n"
+    assert main([*args, str(folder / "results.md")]) == 2
+    assert "results.md is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [([0, 0], "name seed.s. 0 more than once"), (1.5, "a count"), (0, "at least 1"),
+     ([True], "whole numbers")],
+)  # fmt: skip
+def test_seeds_given_twice_or_not_whole_are_refused(tmp_path, data, seeds, message):
+    with pytest.raises(ValueError, match=message):
+        Study(["prior.name=uniform"], out=tmp_path / "study", data=data, seeds=seeds)
+
+
+def test_a_single_string_is_one_vary_or_variant(tmp_path, data):
+    study = Study("prior.name=uniform,sparse", out=tmp_path / "s", data=data, overrides=TINY)
+    assert [v.label for v in study.variants] == ["prior.name=uniform", "prior.name=sparse"]
+    study = Study(out=tmp_path / "s", variants="static: prior.name=uniform", data=data)
+    assert [v.label for v in study.variants] == ["static"]
+
+
+def test_a_second_study_into_one_folder_is_refused_while_the_first_runs(tmp_path, data):
+    out = tmp_path / "study"
+    args = ["ablate", "--data", str(data), "--epochs", "100000", "--seeds", "1", "--vary",
+            "prior.name=uniform,sparse", "--out", str(out)]  # fmt: skip
+    args += [f"--set={item}" for item in TINY]
+    first = start(*args)
+    wait_for(tmp_path / ".study.lock", first)
+    second = start(*args)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert f"{out} is being written by another process (process {first.pid} on" in err
+    code, _, err = interrupt(first)
+    assert code == 130 and "Traceback" not in err
+    assert not (tmp_path / ".study.lock").exists()

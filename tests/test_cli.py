@@ -1,8 +1,12 @@
-"""The `nri-pyro simulate` command, as a user calls it."""
+"""The `nri-pyro simulate` command, as a user calls it; what any command says when the
+operating system refuses a write."""
 
 import json
+import resource
 import subprocess
 import sys
+
+from common import ENV
 
 from nri_pyro import load_dataset
 from nri_pyro.cli import main
@@ -111,3 +115,50 @@ def test_console_script_runs():
         check=True,
     )
     assert "--test-frames" in result.stdout
+
+
+def _limited(max_bytes: int, *args: str) -> subprocess.CompletedProcess:
+    """The command with files limited to ``max_bytes`` (``ulimit -f``: a full disk, as far
+    as the command can tell; Python ignores the SIGXFSZ that would end it)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.run([sys.executable, "-m", "nri_pyro.cli", *args], capture_output=True,
+                          text=True, env=ENV, preexec_fn=limit)  # fmt: skip
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path):
+    simulate = ["simulate", "springs", "--objects", "3", "--train", "64", "--valid", "0",
+                "--test", "0", "--no-progress", "--out", str(tmp_path / "d")]  # fmt: skip
+    result = _limited(20_000, *simulate)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"could not write or read a file in {tmp_path / 'd'}: File too large" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert main(simulate) == 0
+    run = tmp_path / "run"
+    train = ["train", "--preset", "none", "--data", str(tmp_path / "d"), "--epochs", "1",
+             "--out", str(run), "--set", "decoder.hidden=16"]  # fmt: skip
+    result = _limited(20_000, *train)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"could not write or read {run / 'checkpoint_best.pt'}: File too large" in result.stderr
+    assert not any(p.name.endswith(".pt") or ".tmp-" in p.name for p in run.iterdir())
+
+
+def test_a_read_only_folder_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    def refused(args):  # what a write into a read-only folder raises (root may write anyway)
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "meta.json"))
+
+    monkeypatch.setattr("nri_pyro.cli._run_simulate", refused)
+    assert main(["simulate", "springs", "--out", str(tmp_path / "ro")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"could not write or read {tmp_path / 'ro' / 'meta.json'}: Permission denied" in err
+
+
+def test_plot_refuses_a_file_or_a_folder_of_other_files_as_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
+    assert "file is a file, not a folder: a folder was expected" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "holds files but is not a folder of figures (it holds file" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from common import interrupt, start, wait_for
 
 from nri_pyro import (
     Normalizer,
@@ -16,6 +17,7 @@ from nri_pyro import (
 )
 from nri_pyro.data import io as data_io
 from nri_pyro.data.reference import read_reference, write_reference
+from nri_pyro.folders import FolderInUseError
 
 SMALL = {
     "train": 30,
@@ -216,6 +218,7 @@ _BLOCKED_WRITER = """
 import sys, time
 from nri_pyro import generate_dataset
 from nri_pyro.data import io as data_io
+from nri_pyro.folders import FolderInUseError
 
 def write(self, *args):
     print("writing", flush=True)
@@ -266,19 +269,24 @@ def test_the_next_run_removes_what_a_killed_run_left_but_not_a_live_runs_folder(
     removes what it left, and never the staging folder of a run that is still going."""
     import signal
 
-    killed, running = _blocked_child(tmp_path / "d"), _blocked_child(tmp_path / "d")
+    killed = running = _blocked_child(tmp_path / "d")
     try:
         assert killed.stdout.readline() == "writing\n", killed.stderr.read()
-        assert running.stdout.readline() == "writing\n", running.stderr.read()
-        assert len(_partials(tmp_path)) == 2  # both runs are writing
         killed.kill()
         killed.wait(timeout=60)
-        generate_dataset("springs", tmp_path / "d", **SMALL)
-        assert len(_partials(tmp_path)) == 1  # one is gone,
-        assert load_dataset(tmp_path / "d")["train"].num_frames == SMALL["num_frames"]
+        killed_partial = _partials(tmp_path)
+        assert len(killed_partial) == 1 and (tmp_path / ".d.lock").exists()  # left behind
+        running = _blocked_child(tmp_path / "d")  # takes the dead run's lock over
+        assert running.stdout.readline() == "writing\n", running.stderr.read()
+        assert len(_partials(tmp_path)) == 1 and _partials(tmp_path) != killed_partial
+        with pytest.raises(FolderInUseError, match=f"process {running.pid} on"):
+            generate_dataset("springs", tmp_path / "d", **SMALL)
+        assert len(_partials(tmp_path)) == 1  # the live run's staging folder is kept
         running.send_signal(signal.SIGTERM)
         running.wait(timeout=60)
-        assert _partials(tmp_path) == []  # and the one kept was the live run's: it removed it
+        assert _partials(tmp_path) == []  # the live run removed it, and its lock
+        generate_dataset("springs", tmp_path / "d", **SMALL)
+        assert load_dataset(tmp_path / "d")["train"].num_frames == SMALL["num_frames"]
     finally:
         for child in (killed, running):
             child.kill()
@@ -363,3 +371,18 @@ def test_selecting_features_keeps_the_statistics_of_whole_groups_only():
     assert "normalization" not in data.select_features([0, 2]).metadata  # both groups cut
     with pytest.raises(ValueError, match=r"must lie in 0\.\.3"):
         data.select_features([4])
+
+
+def test_a_second_simulation_into_one_folder_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "d"
+    args = ["simulate", "springs", "--objects", "3", "--train", "2000000", "--valid", "0",
+            "--test", "0", "--frames", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    first = start(*args)
+    wait_for(tmp_path / ".d.lock", first)
+    second = start(*args[:-2], "--out", str(out), "--seed", "7")
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert f"{out} is being written by another process (process {first.pid} on" in err
+    code, _, err = interrupt(first)
+    assert code == 130 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no dataset, no staging folder, no lock

@@ -82,6 +82,8 @@ def test_the_network_layer_and_the_priors_do_not_import_training_infrastructure(
             "nri_pyro.ablate"}  # fmt: skip
     reaching_up = {m: sorted(graph[m] & high) for m in low if graph[m] & high}
     assert reaching_up == {}
+    # The data-parallel step's computations, which the network layer reads, import nothing.
+    assert graph["nri_pyro.nn.parallel"] == set()
 
 
 def _below(graph: dict[str, set[str]], module: str) -> set[str]:

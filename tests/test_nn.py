@@ -1,14 +1,11 @@
 """The GNN blocks: edge order, indexed vs dense message passing, equivariance, decoding schemes."""
 
-import ast
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 from reference.dense_graph import DenseGraph, dense_graph
 
-import nri_pyro
 from nri_pyro.nn import (
     CNNEncoder,
     GlobalBatchNorm1d,
@@ -523,28 +520,3 @@ def test_a_compiled_global_batch_norm_is_one_graph_outside_a_step():
     x = torch.randn(6, H, 5)
     torch.testing.assert_close(compiled(x), torch.nn.BatchNorm1d(H)(x))
     torch._dynamo.reset()
-
-
-def test_the_network_priors_and_edge_distribution_do_not_import_the_training_layer():
-    """nri_pyro.nn, priors.py and distributions.py read the data-parallel step from
-    nri_pyro.nn.parallel, which imports nothing of nri_pyro."""
-    package = Path(nri_pyro.__file__).parent
-    files = [*sorted((package / "nn").glob("*.py")), package / "priors.py"]
-    files.append(package / "distributions.py")
-    for path in files:
-        imported = _imported_modules(path)
-        assert "nri_pyro.distributed" not in imported, path
-        if path.name == "parallel.py":
-            assert not {m for m in imported if m.startswith("nri_pyro")}, imported
-
-
-def _imported_modules(path: Path) -> set[str]:
-    """The modules that ``path`` imports (``from a import b`` gives a and a.b)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names

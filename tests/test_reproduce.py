@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import ENV, interrupt, start, wait_for
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
 TINY = {
     "base": "charged5",
@@ -18,7 +20,9 @@ TINY = {
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=ENV
+    )
 
 
 def test_reproduce_tabulates_reuses_finished_runs_and_refuses_changed_settings(tmp_path):
@@ -41,3 +45,20 @@ def test_reproduce_tabulates_reuses_finished_runs_and_refuses_changed_settings(t
     assert changed.returncode != 0
     assert "holds a run of other settings (preset.train.lr differ" in changed.stderr
     assert _run("charged7").returncode != 0
+
+
+def test_ctrl_c_is_one_line_and_status_130_and_a_second_reproduce_is_refused(tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(json.dumps({**TINY, "train": {**TINY["train"], "epochs": 100000}}))
+    out = tmp_path / "table"
+    first = start(str(preset), "--out", str(out), "--threads", "1", script=SCRIPT)
+    wait_for(out / "tiny" / "seed0.log", first)
+    second = _run(str(preset), "--out", str(out))
+    assert second.returncode != 0 and "Traceback" not in second.stderr
+    assert f"{out} is being written by another process (process {first.pid} on" in second.stderr
+    code, _, err = interrupt(first)
+    assert code == 130
+    assert err.strip().splitlines() == [
+        "reproduce: interrupted; finished runs are kept and the interrupted one resumes when "
+        "the command runs again"
+    ]

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from common import interrupt, start, wait_for
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.api import NRI
@@ -254,3 +255,43 @@ def test_a_step_that_pyro_stops_on_non_finite_values_is_a_divergence(monkeypatch
     with pytest.raises(ValueError, match="D = 4 features") as info:
         NRI(overrides=TINY).fit(small["train"], epochs=1)
     assert not isinstance(info.value, TrainingDiverged)
+
+
+def test_a_second_train_or_a_resume_is_refused_while_a_run_trains(tmp_path):
+    data = generate_dataset("springs", tmp_path / "d", num_objects=3, train=32, valid=8,
+                            test=8, num_frames=12, progress=False)  # fmt: skip
+    run = tmp_path / "run"
+    args = ["train", "--preset", "none", "--data", str(data), "--epochs", "100000", "--out",
+            str(run)] + [f"--set={item}" for item in TINY]  # fmt: skip
+    first = start(*args)
+    wait_for(tmp_path / ".run.lock", first)
+    second, resume = start(*args), start(*args, "--resume")
+    for proc in (second, resume):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert f"{run} is being written by another process (process {first.pid} on" in err
+        assert "Traceback" not in err
+    code, _, err = interrupt(first)
+    assert code == 130 and "Traceback" not in err
+    assert not (tmp_path / ".run.lock").exists()  # released by the interrupted run
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()]
+    assert epochs == list(range(1, len(epochs) + 1))  # one writer
+    assert not (run / "resumes.jsonl").exists()
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_a_torn_earlier_one_named(small, tmp_path, caplog):
+    out = tmp_path / "run"
+    NRI(overrides=TINY).fit(small["train"], epochs=2, out=out)
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text(f"{lines[0]}\n{lines[1]}\n{lines[1][:25]}")  # killed writing epoch 3
+    with caplog.at_level("INFO", logger="nri_pyro"):
+        NRI(overrides=TINY).fit(small["train"], epochs=3, out=out, resume=True)
+    assert f"{metrics}: dropped line 3, the last, which a crash left half-written" in caplog.text
+    assert [json.loads(line)["epoch"] for line in metrics.open()] == [1, 2, 3]
+    resumes = (out / "resumes.jsonl").read_text().splitlines()
+    assert len(resumes) == 1
+    metrics.write_text(f"{lines[0][:25]}\n{lines[1]}\n")  # damage no crash explains
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1, is not a metrics record"):
+        NRI(overrides=TINY).fit(small["train"], epochs=4, out=out, resume=True)
+    assert (out / "resumes.jsonl").read_text().splitlines() == resumes  # no resume recorded

@@ -35,6 +35,7 @@ from nri_pyro.data.dataset import (
 )
 from nri_pyro.data.reference import SPLITS, load_npy, read_reference, reference_files
 from nri_pyro.files import atomic_write_text
+from nri_pyro.folders import folder_lock
 
 META = "meta.json"
 # Signals whose default action ends the process without clean-up; while a dataset is being
@@ -325,7 +326,9 @@ def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
     A new or empty target is replaced by one atomic rename; otherwise files are moved in
     one by one with ``meta.json`` last, after the old dataset's files are removed. On
     failure, interruption (Ctrl-C) or termination (SIGTERM, SIGHUP) the staging folder is
-    deleted and the target is untouched. The staging folder's name holds the id of the
+    deleted and the target is untouched. Meanwhile the folder is locked
+    (:func:`~nri_pyro.folders.folder_lock`): a second writer is refused, naming this one.
+    The staging folder's name holds the id of the
     process that writes it, ``.{name}.partial-{pid}@{host}-{random}``: what a run killed
     outright (SIGKILL) leaves, the next run of the same target removes
     (:func:`remove_stale_partials`).
@@ -339,7 +342,12 @@ def staging_folder(folder: str | Path, *, overwrite: bool) -> Iterator[Path]:
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(folder)
-    with _terminate_like_interrupt():
+    # One writer at a time (released before a terminating signal ends the process).
+    with _terminate_like_interrupt(), folder_lock(folder):
+        if holds_dataset(folder) and not overwrite:  # one that finished since the check
+            raise FileExistsError(
+                f"{folder} already holds a dataset; choose another --out or pass --overwrite"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(folder), dir=folder.parent))
         try:
             umask = os.umask(0)
