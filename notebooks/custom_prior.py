@@ -226,4 +226,4 @@ print(NRI.load(path).model_spec["prior"])
 # study that varies `prior.name` over a notebook-defined prior is planned without complaint
 # but each of its runs fails with "unknown prior": compare such priors with `NRI.fit` in
 # one process, as here. A prior with global latents (like `dirichlet`) also overrides
-# `sample()` and `make_guide()`; see `DirichletPrior` in `nri_pyro/priors.py`.
+# `sample()` and `make_guide()`; see `DirichletPrior` in `nri_pyro/priors/static.py`.

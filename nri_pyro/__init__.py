@@ -17,9 +17,11 @@ from nri_pyro.distributions import EdgeTypes
 from nri_pyro.guide import NRIGuide
 from nri_pyro.logs import log_to
 from nri_pyro.model import NRIModel
+from nri_pyro.nn import register_decoder, register_encoder
 from nri_pyro.predictive import posterior_predictive
 from nri_pyro.presets import Preset, load_preset, preset_names, simulate_preset
-from nri_pyro.priors import EdgePrior, GraphStructure, register_prior
+from nri_pyro.priors import EdgePrior, register_prior
+from nri_pyro.structure import GraphStructure
 
 __all__ = [
     "NRI",
@@ -41,6 +43,8 @@ __all__ = [
     "posterior_predictive",
     "preset_names",
     "read_reference",
+    "register_decoder",
+    "register_encoder",
     "register_prior",
     "resolve_specs",
     "save_dataset",

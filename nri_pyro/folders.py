@@ -116,7 +116,7 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _running(pid: int, started: str | None) -> bool:
+def process_running(pid: int, started: str | None = None) -> bool:
     """Whether process ``pid`` of this machine still runs and is the one that started at
     ``started`` (a process id can be given again to a later process)."""
     if pid == os.getpid():
@@ -167,7 +167,7 @@ def _holder_gone(record: dict[str, Any] | None, path: Path) -> bool:
             return True
     if record.get("host") != socket.gethostname():
         return False
-    return not _running(record["pid"], record.get("process_start"))
+    return not process_running(record["pid"], record.get("process_start"))
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ in time, shrinks without end: learn them only for features that move.)
 
 The decoder passes messages only along the sampled edges and follows NRI's multi-step
 scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
-The spec's ``graph:`` section changes the latent's shape (:mod:`nri_pyro.priors`): with
+The spec's ``graph:`` section changes the latent's shape (:mod:`nri_pyro.structure`): with
 ``symmetric`` the site holds one type per unordered pair, [B, U, K], U = N(N-1)/2; with
 ``shared`` one graph [U or E, K] outside the plate serves every trajectory. Known edges
 (from the spec, or passed with a mask) are observed: they replace the latent types in the
@@ -35,10 +35,10 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from nri_pyro.data.dataset import check_trajectories
-from nri_pyro.nn import DECODERS, full_graph
+from nri_pyro.nn import full_graph
 from nri_pyro.nn.registry import build_decoder
 from nri_pyro.priors import EdgePrior, build_prior
-from nri_pyro.structure import GraphStructure, check_dynamic
+from nri_pyro.structure import GraphStructure
 
 # Settings of the decoder section that the model reads itself (NRI's multi-step scheme);
 # the rest go to the decoder's class.
@@ -139,11 +139,10 @@ class NRIModel(PyroModule):
             decoder, num_features=num_features, num_edge_types=self.num_edge_types,
             exclude=DECODER_SCHEME_KEYS,
         )  # fmt: skip
-        if prior is None or structure is None:  # not resolved before: check them here
-            prior = build_prior(spec["prior"], self.num_edge_types)
-            structure = GraphStructure(spec.get("graph"), self.num_edge_types)
-            check_dynamic(prior, structure, DECODERS[decoder["name"]])
-        self.prior, self.structure = prior, structure
+        # The spec was checked where it was resolved (resolve_model_spec, which also checks
+        # that prior, graph and decoder fit together); here its parts are only built.
+        self.prior = prior or build_prior(spec["prior"], self.num_edge_types)
+        self.structure = structure or GraphStructure(spec.get("graph"), self.num_edge_types)
         likelihood = spec["likelihood"]
         log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"]))
         if likelihood.get("per_feature", False):  # one noise scale per feature: [D]

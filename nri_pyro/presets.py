@@ -73,7 +73,7 @@ class Preset:
 
     ``model`` and ``guide`` are spec mappings (the base file's settings with the preset's
     changes merged in); ``data`` has every key of :data:`DATA_KEYS`; ``train`` holds
-    training settings (:class:`~nri_pyro.specs.TrainConfig` keys).
+    training settings (:class:`~nri_pyro.train_config.TrainConfig` keys).
     """
 
     name: str

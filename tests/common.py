@@ -1,4 +1,5 @@
-"""Helpers shared by tests: commands run in processes of their own."""
+"""Helpers shared by tests: networks too small to matter, random graphs, and commands run
+in processes of their own."""
 
 from __future__ import annotations
 
@@ -9,9 +10,29 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from nri_pyro.nn import adjacency_to_edges
+
 ROOT = Path(__file__).resolve().parents[1]
 # The package of this checkout, whatever another checkout has installed.
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+
+
+def tiny(width: int, *settings: str) -> list[str]:
+    """``--set`` overrides that make every hidden layer ``width`` wide, then ``settings``
+    (e.g. ``"train.batch_size=16"``)."""
+    layers = ("decoder.msg_hidden", "decoder.msg_out", "decoder.hidden", "guide.encoder.hidden")
+    return [*(f"{layer}={width}" for layer in layers), *settings]
+
+
+def random_graph_data(batch: int = 6, n: int = 4, frames: int = 12, seed: int = 0):
+    """Smooth random trajectories x [B, N, T, 4] and random symmetric graphs [B, E]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n, frames, 4, generator=g).cumsum(2) * 0.05
+    upper = torch.triu(torch.randint(0, 2, (batch, n, n), generator=g), 1)
+    edges = adjacency_to_edges(upper + upper.transpose(1, 2))
+    return x, edges
 
 
 def start(*args: str, script: Path | None = None) -> subprocess.Popen:

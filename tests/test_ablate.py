@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from common import interrupt, start, wait_for
+from common import interrupt, start, tiny, wait_for
 
 from nri_pyro.ablate import Study, ablate, parse_vary, variants
 from nri_pyro.cli import main
@@ -16,13 +16,7 @@ from nri_pyro.data.io import save_dataset
 from nri_pyro.data.simulate import simulate
 from nri_pyro.presets import load_preset
 
-TINY = [
-    "decoder.msg_hidden=8",
-    "decoder.msg_out=8",
-    "decoder.hidden=8",
-    "guide.encoder.hidden=8",
-    "train.batch_size=32",
-]
+TINY = tiny(8, "train.batch_size=32")
 
 
 @pytest.fixture(scope="module")

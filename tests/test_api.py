@@ -2,17 +2,11 @@
 
 import pytest
 import torch
+from common import tiny
 
 from nri_pyro import NRI, simulate
 
-TINY = [
-    "decoder.msg_hidden=16",
-    "decoder.msg_out=16",
-    "decoder.hidden=16",
-    "guide.encoder.hidden=16",
-    "train.batch_size=16",
-    "train.progress=false",
-]
+TINY = tiny(16, "train.batch_size=16", "train.progress=false")
 PAPER_THREE = ["dphi_dt", "sin_phi", "omega"]
 
 

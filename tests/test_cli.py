@@ -1,15 +1,29 @@
 """The `nri-pyro simulate` command, as a user calls it; what any command says when the
-operating system refuses a write."""
+operating system refuses a write.
 
+Graphs that change over time on the command line: plot, infer, evaluate and ablate with
+explicit variants (static NRI against the Markov prior), on tiny switching-springs runs."""
+
+from __future__ import annotations
+
+import csv
 import json
+import math
 import resource
 import subprocess
 import sys
+import time
 
-from common import ENV
+import numpy as np
+import pytest
+import yaml
+from common import ENV, tiny
 
 from nri_pyro import load_dataset
+from nri_pyro.ablate import Study, markdown_table, parse_variant, summarize
 from nri_pyro.cli import main
+from nri_pyro.data.io import save_dataset
+from nri_pyro.data.simulate import simulate
 
 
 def test_simulate_writes_a_dataset_and_says_where(tmp_path, capsys):
@@ -162,3 +176,251 @@ def test_plot_refuses_a_file_or_a_folder_of_other_files_as_out(tmp_path, capsys)
     assert "file is a file, not a folder: a folder was expected" in capsys.readouterr().err
     assert main(["plot", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "holds files but is not a folder of figures (it holds file" in capsys.readouterr().err
+
+
+# --- graphs that change over time --------------------------------------------------------------
+
+
+TINY = tiny(8, "train.batch_size=32")
+MARKOV = ["prior.name=markov", "prior.stay=0.9", "graph.dynamic.window=7"]
+WINDOWS = 4  # 28 test frames // 7
+
+
+def _sets(items):
+    out = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Switching springs: 40 training trajectories of 21 frames, a test split of 28."""
+    folder = tmp_path_factory.mktemp("dynamic") / "springs"
+    splits = {
+        "train": simulate("springs", 40, num_frames=21, switch_rate=0.2, seed=0),
+        "valid": simulate("springs", 8, num_frames=21, switch_rate=0.2, seed=0, split="valid"),
+        "test": simulate("springs", 8, num_frames=28, switch_rate=0.2, seed=0, split="test"),
+    }
+    assert splits["test"].dynamic
+    save_dataset(folder, splits)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def markov_run(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "markov"
+    args = ["train", "--preset", "none", "--data", str(data), "--epochs", "1", "--out", str(run)]
+    assert main(args + _sets(TINY + MARKOV)) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def static_run(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "static"
+    args = ["train", "--preset", "none", "--data", str(data), "--epochs", "1", "--out", str(run)]
+    assert main(args + _sets(TINY)) == 0
+    return run
+
+
+def test_plot_draws_edges_over_time_for_a_dynamic_model(markov_run, data, tmp_path, capsys):
+    out = tmp_path / "figs"
+    argv = ["plot", str(markov_run), "--data", str(data), "--out", str(out),
+            "--trajectories", "2", "--samples", "4"]  # fmt: skip
+    assert main(argv) == 0
+    log = capsys.readouterr().out
+    for name in ("edges_over_time_0", "edges_over_time_1", "calibration", "trajectories_0",
+                 "trajectories_1", "training_curves"):  # fmt: skip
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    assert not (out / "graph_0.png").exists() and not (out / "edge_probs.png").exists()
+    assert "edge_probs and graph_<i> (one graph per trajectory) skipped" in log
+
+
+def test_plot_of_a_static_model_on_per_frame_truth(static_run, data, tmp_path, capsys):
+    out = tmp_path / "figs"
+    argv = ["plot", str(static_run), "--data", str(data), "--out", str(out),
+            "--trajectories", "1", "--samples", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "true graphs change over time" in capsys.readouterr().out
+    assert (out / "edges_over_time_0.png").exists() and (out / "calibration.png").exists()
+    assert (out / "trajectories_0.png").exists() and not (out / "graph_0.png").exists()
+
+
+def test_plot_of_a_dynamic_model_on_static_truth(markov_run, tmp_path):
+    folder = tmp_path / "static"
+    save_dataset(folder, {"test": simulate("springs", 3, num_frames=28, seed=1, split="test")})
+    out = tmp_path / "figs"
+    argv = ["plot", str(markov_run), "--data", str(folder), "--out", str(out),
+            "--trajectories", "1", "--samples", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert (out / "edges_over_time_0.png").exists() and (out / "trajectories_0.png").exists()
+
+
+def test_infer_writes_windows_and_frames(markov_run, static_run, data, tmp_path, capsys):
+    path = tmp_path / "dyn.npz"
+    assert main(["infer", str(markov_run), "--data", str(data), "--out", str(path)]) == 0
+    assert "edge_probs [S, W, E, K] = [8, 4, 20, 2]" in capsys.readouterr().out
+    got = np.load(path)
+    assert got["edge_probs"].shape == (8, WINDOWS, 20, 2)
+    assert got["frame_edge_probs"].shape == (8, 28, 20, 2)
+    assert got["adjacency_probs"].shape == (8, WINDOWS, 5, 5, 2)
+    assert got["most_likely"].shape == (8, WINDOWS, 5, 5)
+    window = got["window_of_frame"]
+    assert window.shape == (28,) and window[0] == 0 and window[-1] == WINDOWS - 1
+    assert np.allclose(got["frame_edge_probs"], got["edge_probs"][:, window])
+    # A static model: unchanged, one graph per trajectory.
+    path = tmp_path / "static.npz"
+    assert main(["infer", str(static_run), "--data", str(data), "--out", str(path)]) == 0
+    got = np.load(path)
+    assert sorted(got) == ["adjacency_probs", "edge_probs", "most_likely"]
+    assert got["edge_probs"].shape == (8, 20, 2)
+
+
+def test_evaluate_prints_the_switch_metrics(markov_run, static_run, data, capsys):
+    assert main(["evaluate", str(markov_run), "--data", str(data)]) == 0
+    text = capsys.readouterr().out
+    for key in ("edge_accuracy", "switch_precision", "switch_recall", "switches_true",
+                "switches_detected"):  # fmt: skip
+        assert key in text
+    # --json: one valid JSON object on stdout (messages on stderr), NaN as null; a static
+    # model never switches, so it has no switch precision.
+    assert main(["evaluate", str(static_run), "--data", str(data), "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["switch_precision"] is None and metrics["switches_detected"] == 0
+    assert metrics["switch_recall"] == 0 and metrics["switches_true"] > 0
+    assert "per-frame truth and a static model" in captured.err
+
+
+def test_ablate_static_against_markov_with_explicit_variants(data, tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["ablate", "--preset", "none", "--data", str(data), "--out", str(out),
+            "--seeds", "1", "--epochs", "1", "--evidence-samples", "32", "--threads", "1",
+            "--variant", "static NRI: prior.name=uniform",
+            "--variant", "markov: " + " ".join(MARKOV)]  # fmt: skip
+    started = time.perf_counter()
+    assert main(args + _sets(TINY)) == 0
+    assert time.perf_counter() - started < 120
+    table = (out / "results.md").read_text()
+    assert "switch prec" in table and "switch recall" in table
+    assert "| static NRI | 1 |" in table and "| markov | 1 |" in table
+    with (out / "runs.csv").open() as f:
+        runs = {r["variant"]: r for r in csv.DictReader(f)}
+    assert runs["static NRI"]["status"] == "ok" and runs["markov"]["status"] == "ok"
+    assert json.loads(runs["markov"]["settings"]) == {
+        "prior.name": "markov", "prior.stay": 0.9, "graph.dynamic.window": 7
+    }  # fmt: skip
+    specs = yaml.safe_load((out / "runs" / "markov" / "seed0" / "specs.yaml").read_text())
+    assert specs["model"]["graph"]["dynamic"] == {"window": 7}
+    result = json.loads((out / "runs" / "static-NRI" / "seed0" / "result.json").read_text())
+    assert result["metrics"]["switches_detected"] == 0  # a static graph never switches
+    assert (out / "figures" / "switch_recall.png").exists()
+    assert "2 variant(s) x 1 seed(s)" in capsys.readouterr().out
+    # Again: both finished; the same study is recognised.
+    assert main(args + _sets(TINY)) == 0
+    assert "2 finished before, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("variants", "vary", "message"),
+    [
+        (["bad: prior.name=markov"], [], "variant bad: prior.name=markov is a prior over how"),
+        (["prior.name=uniform"], [], "--variant expects 'LABEL: key=value"),
+        (["x: prior.bogus=1"], [], "variant x: unknown setting"),
+        (["x: nonsense"], [], "expected key=value, got 'nonsense'"),
+        (["a: prior.name=uniform", "a: prior.name=sparse"], [], "two variants are labelled 'a'"),
+        (["a b: prior.name=uniform", "a-b: prior.name=sparse"], [], "same folder name"),
+        (["m: prior.name=markov prior.stay=2 graph.dynamic.window=7"], [], "variant m: prior.stay"),
+        (["m: " + " ".join(MARKOV)], ["prior.stay=0.5,0.7"], "which --vary also varies"),
+        # a window wider than the training trajectories (21 frames): the guide is built now
+        (["w: prior.name=markov graph.dynamic.window=30"], [], "variant w: the trajectories"),
+        # a product: a static variant with a Markov setting
+        (["static: prior.name=uniform"], ["prior.stay=0.5"], "variant static, prior.stay=0.5"),
+        ([], [], "give --vary KEY=V1,V2 or --variant"),
+    ],
+)
+def test_bad_variants_are_refused_before_any_run(tmp_path, data, capsys, variants, vary, message):
+    out = tmp_path / "study"
+    args = ["ablate", "--preset", "none", "--data", str(data), "--out", str(out), *_sets(TINY)]
+    for text in variants:
+        args += ["--variant", text]
+    for text in vary:
+        args += ["--vary", text]
+    started = time.perf_counter()
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert time.perf_counter() - started < 10
+    assert not out.exists()
+
+
+def test_variants_vary_and_overrides_on_a_dynamic_spec(tmp_path, data):
+    spec = tmp_path / "markov.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base": "nri", "prior": {"name": "markov", "stay": 0.5}, "graph": {"dynamic": {"window": 7}}
+    }))  # fmt: skip
+    # --vary prior.stay over a dynamic spec: one run configuration per value.
+    study = Study(["prior.stay=0,0.9,1.0"], out=tmp_path / "s1", model_spec=spec, data=data,
+                  overrides=TINY)  # fmt: skip
+    assert [v.label for v in study.variants] == [
+        "prior.stay=0", "prior.stay=0.9", "prior.stay=1.0"
+    ]  # fmt: skip
+    stays = [study.configs[v.slug]["model_spec"]["prior"]["stay"] for v in study.variants]
+    assert stays == [0, 0.9, 1.0]
+    # graph.dynamic=null turns the dynamic spec static; variants times --vary values.
+    study = Study(
+        ["train.lr=0.001,0.003"], out=tmp_path / "s2", model_spec=spec, data=data, overrides=TINY,
+        variants=["static: graph.dynamic=null prior.name=uniform", "markov:"],
+    )  # fmt: skip
+    labels = [v.label for v in study.variants]
+    assert labels == ["static, train.lr=0.001", "static, train.lr=0.003",
+                      "markov, train.lr=0.001", "markov, train.lr=0.003"]  # fmt: skip
+    static, markov = study.configs[study.variants[0].slug], study.configs[study.variants[2].slug]
+    assert static["model_spec"]["graph"]["dynamic"] is None
+    assert static["model_spec"]["prior"]["name"] == "uniform"
+    assert markov["model_spec"]["graph"]["dynamic"] == {"window": 7}
+    assert markov["train"]["lr"] == 0.001
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+    # A value with spaces, quoted as in a shell.
+    variant = parse_variant("m: graph.dynamic='{window: 7}' prior.name=markov")
+    assert variant.fixed == {"graph.dynamic": {"window": 7}, "prior.name": "markov"}
+    assert variant.label == "m" and variant.slug == "m"
+
+
+def test_the_switching_presets_static_variant_drops_its_recurrent_guide(data, tmp_path):
+    """springs5-switching's guide runs a GRU over the windows, which a static graph does not
+    have: the static variant must say guide.recurrent=null (as the README's command does),
+    and without it the study is refused before any run, naming the variant."""
+    static = "static: graph.dynamic=null guide.recurrent=null prior.name=uniform"
+    study = Study(out=tmp_path / "ok", preset="springs5-switching", data=data, overrides=TINY,
+                  variants=[static, "markov:"], seeds=1)  # fmt: skip
+    configs = [study.configs[v.slug] for v in study.variants]
+    assert configs[0]["guide_spec"]["recurrent"] is None
+    assert configs[1]["guide_spec"]["recurrent"] == {"hidden": 64}
+    with pytest.raises(ValueError, match="the model's graph is static"):
+        Study(out=tmp_path / "refused", preset="springs5-switching", data=data, overrides=TINY,
+              variants=["static: graph.dynamic=null prior.name=uniform"], seeds=1)  # fmt: skip
+    assert not (tmp_path / "ok").exists() and not (tmp_path / "refused").exists()
+
+
+def test_nan_switch_metrics_do_not_break_the_table():
+    def run(variant, seed, **metrics):
+        return {"variant": variant, "seed": seed, "status": "ok", "edge_accuracy": 0.5,
+                **metrics}  # fmt: skip
+
+    runs = [
+        run("static", 0, switch_precision=math.nan, switch_recall=0.0, switches_detected=0),
+        run("static", 1, switch_precision=math.nan, switch_recall=0.0, switches_detected=0),
+        run("markov", 0, switch_precision=0.5, switch_recall=0.25, switches_detected=4),
+        run("markov", 1, switch_precision=math.nan, switch_recall=0.0, switches_detected=0),
+    ]
+    rows = summarize(runs, ["static", "markov"])
+    assert math.isnan(rows[0]["switch_precision_mean"]) and rows[0]["switch_recall_mean"] == 0
+    assert rows[1]["switch_precision_mean"] == 0.5 and rows[1]["switch_precision_std"] == 0
+    assert rows[1]["switch_recall_mean"] == 0.125 and rows[1]["switches_detected_mean"] == 2
+    table = markdown_table(rows)
+    assert "| switch prec | switch recall |" in table
+    static_line = next(line for line in table.splitlines() if line.startswith("| static"))
+    assert static_line.endswith("| — | 0 ± 0 |")
+    # Without switch metrics (static truth): no such columns.
+    plain = summarize([run("uniform", 0)], ["uniform"])
+    assert "switch_precision_mean" not in plain[0] and "switch" not in markdown_table(plain)

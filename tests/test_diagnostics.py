@@ -8,19 +8,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from common import tiny
 from scipy import stats
 
 from nri_pyro import NRI, simulate
 from nri_pyro import diagnostics as diag
 from nri_pyro.nn import adjacency_to_edges
 
-TINY = [
-    "decoder.msg_hidden=16",
-    "decoder.msg_out=16",
-    "decoder.hidden=16",
-    "guide.encoder.hidden=16",
-    "train.batch_size=32",
-]
+TINY = tiny(16, "train.batch_size=32")
 
 
 @pytest.fixture(scope="module")

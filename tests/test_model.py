@@ -1,4 +1,8 @@
-"""The Pyro model and guide: the objectives' values, hard samples, plain-Pyro use, conditioning."""
+"""The Pyro model and guide: the objectives' values, hard samples, plain-Pyro use, conditioning.
+
+Graphs that change over time: the window priors, the model's chain and its guide."""
+
+from __future__ import annotations
 
 import math
 
@@ -6,17 +10,20 @@ import pyro
 import pyro.infer
 import pytest
 import torch
+from common import tiny
 from pyro import poutine
+from pyro.infer import TraceMeanField_ELBO
 
 from nri_pyro.api import build
 from nri_pyro.distributions import EdgeTypes
+from nri_pyro.guide import NRIGuide
+from nri_pyro.model import NRIModel, window_site
+from nri_pyro.nn import full_graph
+from nri_pyro.priors import TransitionPosterior, build_prior
+from nri_pyro.specs import resolve_guide_spec, resolve_model_spec
+from nri_pyro.structure import GraphStructure
 
-TINY = [
-    "decoder.msg_hidden=16",
-    "decoder.msg_out=16",
-    "decoder.hidden=16",
-    "guide.encoder.hidden=16",
-]
+TINY = tiny(16)
 
 
 def _setup(n=4, t=12, b=6, overrides=(), seed=0):
@@ -238,3 +245,344 @@ def test_relaxed_samples_stay_on_the_simplex_for_confident_logits():
     z = site.rsample()
     assert (z.sum(-1) - 1).abs().max() < 1e-6
     assert torch.isfinite(site.log_prob(z)).all()
+
+
+# --- graphs that change over time --------------------------------------------------------------
+
+
+SMALL = {"msg_hidden": 8, "msg_out": 8, "hidden": 8}
+
+
+def build_dynamic(
+    prior, window=5, frames=20, objects=3, context=0, encoder="mlp", recurrent=None, **graph
+):
+    model_spec = resolve_model_spec(
+        {"decoder": SMALL, "prior": prior, "graph": {"dynamic": {"window": window}, **graph}}
+    )
+    guide_spec = resolve_guide_spec(
+        {"encoder": {"name": encoder, "hidden": 8}, "window_context": context,
+         "recurrent": recurrent}
+    )  # fmt: skip
+    model = NRIModel(model_spec, 4).double()
+    guide = NRIGuide.for_model(guide_spec, model, frames, objects).double()
+    return model, guide
+
+
+def one_hot(types, k=2):
+    return torch.nn.functional.one_hot(types, k).double()
+
+
+def test_markov_chain_density_matches_the_hand_computed_chain():
+    """Conditioned on discrete types, each window's site holds p(z_w | z_{w-1}) of the
+    sticky chain: their product is the chain's probability, computed here by hand."""
+    stay, no_edge = 0.7, 0.8
+    base = torch.tensor([no_edge, 1 - no_edge], dtype=torch.float64)
+    model, _ = build_dynamic(
+        {"name": "markov", "stay": stay, "base": {"name": "sparse", "no_edge": no_edge}}
+    )
+    x = torch.randn(4, 3, 20, 4, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    types = torch.randint(0, 2, (4, 4, 6), generator=generator)  # [B, W, E]
+    data = {window_site(w): one_hot(types[:, w]) for w in range(4)}
+    trace = poutine.trace(poutine.condition(model, data=data)).get_trace(x)
+    log_p = torch.zeros(4, dtype=torch.float64)
+    for w in range(4):
+        probs = trace.nodes[window_site(w)]["fn"].base_dist.probs  # [B, E, K]
+        log_p += probs.gather(-1, types[:, w, :, None]).squeeze(-1).log().sum(-1)
+    expected = base[types[:, 0]].log().sum(-1)
+    for w in range(1, 4):
+        kept = (types[:, w] == types[:, w - 1]).double()
+        expected += (stay * kept + (1 - stay) * base[types[:, w]]).log().sum(-1)
+    torch.testing.assert_close(log_p, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_stay_one_reduces_to_a_static_graph():
+    """stay = 1: every window keeps the first window's types (prior samples, and the chain's
+    density of a constant sequence is the base's), and the decoder's predictions with
+    those windows are the static model's with that one graph."""
+    model, _ = build_dynamic({"name": "markov", "stay": 1.0})
+    x = torch.randn(50, 3, 20, 4, dtype=torch.float64)
+    pyro.set_rng_seed(0)
+    trace = poutine.trace(model).get_trace(x)
+    types = torch.stack([trace.nodes[window_site(w)]["value"].argmax(-1) for w in range(4)], 1)
+    assert (types == types[:, :1]).all()
+    constant = {window_site(w): one_hot(types[:, 0]) for w in range(4)}
+    conditioned = poutine.trace(poutine.condition(model, data=constant)).get_trace(x)
+    for w in range(1, 4):
+        probs = conditioned.nodes[window_site(w)]["fn"].base_dist.probs
+        kept = probs.gather(-1, types[:, 0, :, None])
+        torch.testing.assert_close(kept, torch.ones_like(kept))  # log p = 0: nothing added
+    static_spec = resolve_model_spec({"decoder": SMALL})
+    static = NRIModel(static_spec, 4).double()
+    static.decoder.load_state_dict(model.decoder.state_dict())
+    z = one_hot(types[:, 0])
+    windows = z[:, None].expand(-1, 4, -1, -1)
+    torch.testing.assert_close(model.predict(x, windows), static.predict(x, z), rtol=0, atol=0)
+
+
+def test_analytic_kl_of_the_chain_matches_monte_carlo():
+    """The "nri" objective's edge terms (analytic KL per window given the previous window's
+    sample) estimate E_q[log q(z) - log p(z)] of the discrete chain without bias: their
+    average over many samples matches the exact expectation, computed by hand from the
+    guide's window probabilities."""
+    stay, no_edge = 0.6, 0.75
+    base = torch.tensor([no_edge, 1 - no_edge], dtype=torch.float64)
+    prior = {"name": "markov", "stay": stay, "base": {"name": "sparse", "no_edge": no_edge}}
+    model, guide = build_dynamic(prior)
+    x = torch.randn(3, 3, 20, 4, dtype=torch.float64)
+    guide.eval()
+    with torch.no_grad():
+        q = guide.edge_probs(x)  # [B, W, E, K]
+
+    def kl(a, b):
+        return (a * (a.log() - b.log())).sum(-1)
+
+    exact = kl(q[:, 0], base).sum()
+    for w in range(1, q.shape[1]):
+        for j in range(2):
+            p = stay * one_hot(torch.tensor(j)) + (1 - stay) * base
+            exact += (q[:, w - 1, :, j] * kl(q[:, w], p)).sum()
+    edges_only = poutine.block(model, hide=["x"])
+    elbo = TraceMeanField_ELBO()
+    pyro.set_rng_seed(1)
+    with torch.no_grad():
+        losses = torch.tensor([elbo.loss(edges_only, guide, x) for _ in range(400)])
+    error = losses.std() / math.sqrt(len(losses))
+    assert abs(losses.mean() - exact) < 4 * error + 1e-9, (float(losses.mean()), float(exact))
+    # ... and the same expectation from discrete samples of q, scored under the chain.
+    draws = torch.distributions.Categorical(probs=q).sample((4000,))  # [R, B, W, E]
+    log_q = q.log().expand(4000, *q.shape).gather(-1, draws[..., None]).squeeze(-1)
+    log_p = base[draws[:, :, 0]].log().sum(-1)
+    for w in range(1, q.shape[1]):
+        kept = (draws[:, :, w] == draws[:, :, w - 1]).double()
+        log_p += (stay * kept + (1 - stay) * base[draws[:, :, w]]).log().sum(-1)
+    monte_carlo = (log_q.sum((-1, -2)) - log_p).sum(-1)
+    error = monte_carlo.std() / math.sqrt(4000)
+    assert abs(monte_carlo.mean() - exact) < 4 * error, (float(monte_carlo.mean()), float(exact))
+
+
+def test_learned_transitions_are_a_global_latent_with_a_conjugate_guide():
+    model, guide = build_dynamic({"name": "markov_learned", "concentration": [4.0, 1.0]})
+    x = torch.randn(3, 3, 20, 4, dtype=torch.float64)
+    model_trace = poutine.trace(model).get_trace(x)
+    site = model_trace.nodes["edge_transitions"]
+    assert site["value"].shape == (2, 2)
+    torch.testing.assert_close(
+        site["fn"].base_dist.concentration, torch.tensor([[4.0, 1.0], [1.0, 4.0]]).double()
+    )
+    guide_trace = poutine.trace(guide).get_trace(x, num_trajectories=30)
+    assert "edge_transitions" in guide_trace.nodes
+    # The counts of the conjugate update: expected transitions between consecutive windows.
+    posterior = TransitionPosterior(torch.ones(2, 2))
+    probs = torch.tensor([[[[1.0, 0.0]], [[0.25, 0.75]], [[0.5, 0.5]]]])  # [B=1, W=3, U=1, K]
+    expected = torch.tensor([[0.25, 0.75], [0.0, 0.0]]) + torch.tensor(
+        [[0.25 * 0.5, 0.25 * 0.5], [0.75 * 0.5, 0.75 * 0.5]]
+    )
+    torch.testing.assert_close(posterior.statistics(probs), expected)
+    q = posterior.posterior(probs, scale=10.0)
+    torch.testing.assert_close(q.base_dist.concentration, 1.0 + 10.0 * expected)
+
+
+@pytest.mark.parametrize("prior", [{"name": "uniform"}, {"name": "dirichlet"}])
+def test_a_static_prior_draws_every_window_independently(prior):
+    model, _ = build_dynamic(prior)
+    x = torch.randn(2, 3, 20, 4, dtype=torch.float64)
+    data = {window_site(w): one_hot(torch.randint(0, 2, (2, 6))) for w in range(4)}
+    trace = poutine.trace(poutine.condition(model, data=data)).get_trace(x)
+    first = trace.nodes[window_site(0)]["fn"].base_dist.probs
+    for w in range(1, 4):  # the same distribution, whatever the previous window holds
+        torch.testing.assert_close(trace.nodes[window_site(w)]["fn"].base_dist.probs, first)
+
+
+def test_per_step_edges_pass_messages_along_each_windows_graph():
+    model, guide = build_dynamic({"name": "markov", "stay": 0.5}, window=5, frames=20)
+    x = torch.randn(2, 3, 20, 4, dtype=torch.float64)
+    z = guide.sample_edges(x)  # [B, W, E, K]
+    assert z.shape == (2, 4, 6, 2)
+    predicted = model.predict(x, z)
+    graph = full_graph(3, "cpu")
+    state, expected = x[:, :, 0], []
+    for t in range(19):  # teacher forced every 10 frames, each step with its window's edges
+        if t % 10 == 0:
+            state = x[:, :, t]
+        state = model.decoder.step(state, z[:, min(t // 5, 3)], graph)
+        expected.append(state)
+    torch.testing.assert_close(predicted, torch.stack(expected, 2))
+    rolled = model.rollout(x[:, :, :12], z, 6)  # steps from frames 11..16: windows 2, 3
+    state, expected = x[:, :, 11], []
+    for t in range(11, 17):
+        state = model.decoder.step(state, z[:, min(t // 5, 3)], graph)
+        expected.append(state)
+    torch.testing.assert_close(rolled, torch.stack(expected, 2))
+
+
+@pytest.mark.parametrize(
+    ("model_spec", "message"),
+    [
+        ({"graph": {"dynamic": {"window": 0}}}, "positive integer"),
+        ({"graph": {"dynamic": {"window": 2.5}}}, "positive integer"),
+        ({"graph": {"dynamic": 5}}, "graph.dynamic must be {window: W}"),
+        ({"graph": {"dynamic": {"window": 5}, "shared": True}}, "choose one"),
+        (
+            {"graph": {"dynamic": {"window": 5}, "known": {"fraction": 0.5}}},
+            "not supported with graph.dynamic",
+        ),
+        ({"prior": {"name": "markov"}}, "needs a dynamic graph"),
+        ({"prior": {"name": "markov", "stay": 1.5}}, r"prior.stay must be a number in \[0, 1\]"),
+        ({"prior": {"name": "markov", "stay": -0.1}}, r"in \[0, 1\]"),
+        ({"prior": {"name": "markov", "base": {"name": "markov"}}}, "must be a static prior"),
+        ({"prior": {"name": "markov_learned", "concentration": [1.0]}}, r"\[stay, switch\]"),
+    ],
+)
+def test_bad_dynamic_settings_are_refused(model_spec, message):
+    with pytest.raises(ValueError, match=message):
+        NRIModel(resolve_model_spec(model_spec), 4)
+
+
+def test_bad_dynamic_combinations_are_refused():
+    rnn = {"decoder": {"name": "rnn", "hidden": 8}, "graph": {"dynamic": {"window": 5}}}
+    with pytest.raises(ValueError, match="needs a decoder that takes edges that change per step"):
+        NRIModel(resolve_model_spec(rnn), 4)
+    with pytest.raises(ValueError, match="needs at least 14 frames"):
+        build_dynamic({"name": "uniform"}, window=5, encoder="cnn")
+    with pytest.raises(ValueError, match="fewer than the 9 that the encoder reads"):
+        build_dynamic({"name": "uniform"}, window=5, frames=8, context=2)
+    with pytest.raises(ValueError, match="window_context must be an integer"):
+        resolve_guide_spec({"window_context": -1})
+    model, guide = build_dynamic({"name": "uniform"})
+    x = torch.randn(2, 3, 20, 4, dtype=torch.float64)
+    edges = torch.zeros(2, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="takes no known edges"):
+        model(x, edges)
+    with pytest.raises(ValueError, match="takes no known edges"):
+        guide(x, edges)
+    with pytest.raises(ValueError, match="reads 5 frames per window"):
+        guide.edge_probs(x[:, :, :4])
+
+
+def test_a_recurrent_guide_reads_the_whole_trajectory_in_every_window():
+    """Without `recurrent` (and no context), a window's logits depend on its own frames
+    only; with it, the GRU over windows carries the last frames into the first window's
+    logits. A fresh GRU adds nothing: its output layer starts at zero."""
+    torch.manual_seed(0)
+    _, plain = build_dynamic({"name": "markov", "stay": 0.9})
+    _, recurrent = build_dynamic({"name": "markov", "stay": 0.9}, recurrent={"hidden": 6})
+    recurrent.encoder.load_state_dict(plain.encoder.state_dict())
+    plain.eval(), recurrent.eval()
+    x = torch.randn(2, 3, 20, 4, dtype=torch.float64)
+    assert torch.equal(plain.logits(x), recurrent.logits(x))
+    torch.nn.init.normal_(recurrent.window_gru.fc_out.weight)
+    changed = x.clone()
+    changed[:, :, 15:] += 1.0  # the last window's frames only
+    for guide, reaches_first in ((plain, False), (recurrent, True)):
+        before, after = guide.logits(x), guide.logits(changed)
+        assert before.shape == (2, 4, 6, 2)
+        assert torch.allclose(before[:, 0], after[:, 0]) is not reaches_first
+        assert not torch.allclose(before[:, -1], after[:, -1])
+    # Its parameters are trained: the ELBO's gradient reaches them.
+    model, _ = build_dynamic({"name": "markov", "stay": 0.9})
+    recurrent.train()
+    loss = TraceMeanField_ELBO().differentiable_loss(model, recurrent, x)
+    loss.backward()
+    assert recurrent.window_gru.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "recurrent, message",
+    [
+        ({"hidden": 0}, "recurrent.hidden must be an integer >= 1"),
+        ({"size": 8}, "recurrent must be null or a mapping"),
+        (16, "recurrent must be null or a mapping"),
+    ],
+)
+def test_bad_recurrent_settings_are_refused(recurrent, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_guide_spec({"recurrent": recurrent})
+
+
+def test_a_recurrent_guide_needs_a_dynamic_graph():
+    model = NRIModel(resolve_model_spec({"decoder": SMALL}), 4)
+    spec = resolve_guide_spec({"encoder": {"name": "mlp", "hidden": 8}, "recurrent": {}})
+    assert spec["recurrent"] == {"hidden": 64}
+    with pytest.raises(ValueError, match="the model's graph is static"):
+        NRIGuide.for_model(spec, model, 20, 3)
+
+
+def test_build_prior_names_the_markov_settings():
+    prior = build_prior({"name": "markov", "stay": 0.8, "base": "sparse"}, 2)
+    assert prior.settings()["base"]["name"] == "sparse"
+    with pytest.raises(ValueError, match="unknown setting"):
+        build_prior({"name": "markov", "stickiness": 0.8}, 2)
+
+
+def test_log_evidence_of_a_chain_matches_exact_enumeration():
+    """The importance-sampled log evidence of a dynamic model converges to log p(x) summed
+    exactly over every sequence of window types (2 objects: one unordered pair, 3 windows,
+    8 sequences)."""
+    from nri_pyro.evaluation import importance_log_weights, log_evidence
+
+    model, guide = build_dynamic(
+        {"name": "markov", "stay": 0.8, "base": {"name": "sparse", "no_edge": 0.6}},
+        window=4, frames=12, objects=2, symmetric=True,
+    )  # fmt: skip
+    model.log_sigma.fill_(math.log(0.3))  # a broad likelihood: no single sequence dominates
+    x = 0.3 * torch.randn(2, 2, 12, 4, dtype=torch.float64)
+    weights = importance_log_weights(model, guide, x, num_samples=3000)
+    base = torch.tensor([0.6, 0.4], dtype=torch.float64)
+    layout = model.structure.layout(2, "cpu")
+    terms = []
+    with torch.no_grad():
+        for code in range(8):
+            types = torch.tensor([(code >> w) & 1 for w in range(3)])
+            log_prior = base[types[0]].log() + sum(
+                (0.8 * (types[w] == types[w - 1]) + 0.2 * base[types[w]]).log() for w in (1, 2)
+            )
+            z = layout.to_edges(one_hot(types)[None, :, None].expand(2, -1, -1, -1))
+            loc = model.predict(x, z)
+            log_lik = torch.distributions.Normal(loc, 0.3).log_prob(x[:, :, 1:]).sum((1, 2, 3))
+            terms.append(log_lik + log_prior)
+    exact = torch.logsumexp(torch.stack(terms), 0)
+    torch.testing.assert_close(log_evidence(weights), exact, atol=0.05, rtol=0)
+
+
+def test_per_frame_truth_scores_a_static_model_at_every_frame(caplog):
+    """A static model on data whose graphs change: its one graph per trajectory is scored
+    at every frame (with a logged note), and the switch metrics say it finds none."""
+    import logging
+
+    from nri_pyro.evaluation import evaluate
+    from nri_pyro.metrics import frame_edge_accuracy
+
+    static = NRIModel(resolve_model_spec({"decoder": SMALL}), 4)
+    guide = NRIGuide.for_model(
+        resolve_guide_spec({"encoder": {"name": "mlp", "hidden": 8}}), static, 12, 3
+    )
+    x = torch.randn(5, 3, 12, 4)
+    truth = torch.randint(0, 2, (5, 12, 6))
+    truth[:, 6:, 0] = 1 - truth[:, 6:, 0]  # edge 0 of every trajectory switches at frame 6
+    with caplog.at_level(logging.INFO, logger="nri_pyro"):
+        metrics = evaluate(static, guide, x, truth, anchor_first=True)
+    assert "scored at every frame" in caplog.text
+    guide.eval()
+    with torch.no_grad():
+        probs = guide.edge_probs(x)[:, None].expand(-1, 12, -1, -1)
+    assert metrics["edge_accuracy"] == pytest.approx(frame_edge_accuracy(probs, truth, True))
+    assert metrics["switches_true"] >= 5 and metrics["switches_detected"] == 0
+    assert metrics["switch_recall"] == 0 and math.isnan(metrics["switch_precision"])
+    with pytest.raises(ValueError, match=r"per-frame edges must be \[S, T, E\] with T = 12"):
+        evaluate(static, guide, x, truth[:, :10])
+
+
+def test_windows_of_a_trajectory_and_the_frames_the_encoder_reads():
+    structure = GraphStructure({"dynamic": {"window": 7}}, 2)
+    assert structure.num_windows(49) == 7
+    assert structure.num_windows(52) == 7  # the last window takes the 3 frames left over
+    assert structure.num_windows(5) == 1
+    window = structure.window_of_frames(52, "cpu")
+    assert window[:7].eq(0).all() and window[42:].eq(6).all() and window[41] == 5
+    _, guide = build_dynamic({"name": "uniform"}, window=7, frames=49, context=2)
+    frames = guide.window_frames(52, "cpu")
+    assert frames.shape == (7, 11)
+    assert frames[0].tolist() == list(range(11))  # shifted into the trajectory
+    assert frames[1].tolist() == list(range(5, 16))  # window 7..13 with 2 frames either side
+    assert frames[-1].tolist() == list(range(41, 52))  # the long last window 42..51, centred

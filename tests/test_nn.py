@@ -1,5 +1,6 @@
 """The GNN blocks: edge order, indexed vs dense message passing, equivariance, decoding schemes."""
 
+import math
 import threading
 
 import pytest
@@ -520,3 +521,64 @@ def test_a_compiled_global_batch_norm_is_one_graph_outside_a_step():
     x = torch.randn(6, H, 5)
     torch.testing.assert_close(compiled(x), torch.nn.BatchNorm1d(H)(x))
     torch._dynamo.reset()
+
+
+# --- components by registration (nri_pyro.nn.registry) ------------------------------------
+
+
+def test_an_encoder_from_outside_the_package_trains_by_registration_alone():
+    """A new encoder is one class plus its registration: the guide builds it from the spec,
+    checks the frames it declares it needs, sizes evaluation batches by what it declares,
+    and SVI trains it; no module of the package names it."""
+    from nri_pyro import NRI, simulate
+    from nri_pyro.nn import ENCODERS, Encoder, register_encoder
+
+    @register_encoder("test-pairwise")
+    class PairwiseEncoder(Encoder):
+        """Each pair's two trajectories through one MLP: no messages between pairs."""
+
+        min_frames = 3
+
+        def __init__(self, num_features, num_frames, hidden=16, num_edge_types=2):
+            super().__init__()
+            self.hidden = hidden
+            self.pair = torch.nn.Sequential(
+                torch.nn.Linear(2 * num_frames * num_features, hidden), torch.nn.ELU()
+            )
+            self.out = torch.nn.Linear(hidden, num_edge_types)
+
+        fixed_frames = True
+
+        @property
+        def feature_size(self):
+            return self.hidden
+
+        def edge_features(self, x, graph):
+            pairs = graph.node_to_edge(x.flatten(2))  # [B, E, 2 T D]
+            return self.pair(pairs)
+
+        def output(self, features):
+            return self.out(features)
+
+    try:
+        train = simulate("springs", 64, num_objects=3, num_frames=12, seed=0)
+        valid = simulate("springs", 16, num_objects=3, num_frames=12, seed=0, split="valid")
+        overrides = [
+            "guide.encoder.name=test-pairwise", "guide.encoder.hidden=8", "decoder.hidden=8",
+            "decoder.msg_hidden=8", "decoder.msg_out=8", "train.batch_size=16",
+        ]  # fmt: skip
+        nri = NRI(overrides=overrides, progress=False)
+        nri.fit(train, valid, epochs=3)
+        assert type(nri.guide.encoder) is PairwiseEncoder
+        before = nri.guide.encoder.out.weight.detach().clone()
+        losses = [record["train_loss"] for record in nri.history]
+        assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+        assert not torch.equal(before, PairwiseEncoder(4, 12, hidden=8).out.weight)
+        metrics = nri.evaluate(valid)
+        assert 0.0 <= metrics["edge_accuracy"] <= 1.0
+        assert compile_modules(nri.guide) == ["encoder"]  # it declared itself compilable
+        refused = r"encoder\.depth for encoder 'test-pairwise'; valid keys: hidden, name"
+        with pytest.raises(ValueError, match=refused):
+            NRI(overrides=[*overrides, "guide.encoder.depth=2"])
+    finally:
+        del ENCODERS["test-pairwise"]

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from common import tiny
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
@@ -16,13 +17,7 @@ from nri_pyro.cli import main
 from nri_pyro.metrics import expected_calibration_error
 from nri_pyro.predictive import posterior_predictive
 
-TINY = [
-    "decoder.msg_hidden=16",
-    "decoder.msg_out=16",
-    "decoder.hidden=16",
-    "guide.encoder.hidden=16",
-    "train.batch_size=32",
-]
+TINY = tiny(16, "train.batch_size=32")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

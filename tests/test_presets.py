@@ -17,6 +17,7 @@ from nri_pyro.api import resolve_specs
 from nri_pyro.cli import main
 from nri_pyro.data.io import save_dataset
 from nri_pyro.presets import DEFAULT_PRESET, preset_names
+from nri_pyro.specs import spec_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [f"{s}{n}" for s in ("springs", "charged", "kuramoto") for n in (5, 10)]
@@ -260,3 +261,29 @@ def test_a_spec_file_may_name_a_base_and_hold_only_its_changes(tmp_path):
     for name in ("nri_sparse", "nri_symmetric", "nri_dirichlet", "nri_shared", "nri_rnn"):
         text = (ROOT / "models" / f"{name}.yaml").read_text()
         assert "base: nri" in text and "likelihood" not in text, name
+
+
+def test_every_shipped_preset_and_spec_resolves_as_recorded():
+    """The resolved settings of every shipped preset and spec file, against a record made
+    before the spec pipeline was rebuilt (tests/data/resolved_configs.json): moving code
+    between modules must not change what a run does. A deliberate change of a shipped file
+    updates the record: ``python tests/test_presets.py > tests/data/resolved_configs.json``."""
+    recorded = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
+    assert json.loads(json.dumps(resolved_configs(), sort_keys=True)) == recorded
+
+
+def resolved_configs() -> dict:
+    """Every shipped preset's sections and every shipped spec, resolved."""
+    out: dict = {"presets": {}, "models": {}, "guides": {}}
+    for name in preset_names():
+        resolved = load_preset(name).to_dict()
+        out["presets"][name] = {k: resolved[k] for k in ("data", "model", "guide", "train")}
+    for name in spec_names("model"):
+        out["models"][name] = resolve_specs(name, None)[0]
+    for name in spec_names("guide"):
+        out["guides"][name] = resolve_specs(None, name)[1]
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(resolved_configs(), indent=1, sort_keys=True))

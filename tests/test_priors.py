@@ -1,4 +1,5 @@
-"""Edge priors and graph structure: registry, shapes, sites, checks, no NaN anywhere."""
+"""Edge priors: registry, shapes, sites, checks, no NaN anywhere (the graph's structure
+is tested in test_structure.py)."""
 
 from __future__ import annotations
 
@@ -10,31 +11,22 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from common import random_graph_data, tiny
 from pyro import poutine
 
 from nri_pyro.api import build
 from nri_pyro.evaluation import evaluate, importance_log_weights, log_evidence
-from nri_pyro.nn import adjacency_to_edges, edges_to_adjacency
+from nri_pyro.nn import edges_to_adjacency
 from nri_pyro.priors import (
     PRIORS,
     DirichletPosterior,
-    EdgeLayout,
     EdgePrior,
-    GraphStructure,
     build_prior,
     register_prior,
 )
 
-TINY = ["decoder.msg_hidden=8", "decoder.msg_out=8", "decoder.hidden=8", "guide.encoder.hidden=8"]
+TINY = tiny(8)
 KNOWN = "[[null,1,0,null],[1,null,null,0],[0,null,null,1],[null,0,1,null]]"
-
-
-def _data(batch: int = 6, n: int = 4, frames: int = 12, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, n, frames, 4, generator=g).cumsum(2) * 0.05
-    upper = torch.triu(torch.randint(0, 2, (batch, n, n), generator=g), 1)
-    edges = adjacency_to_edges(upper + upper.transpose(1, 2))
-    return x, edges
 
 
 def _sites(model, guide, x, **kwargs):
@@ -75,42 +67,6 @@ def test_bad_prior_settings_are_refused_clearly(settings, message):
         build_prior(settings, 2)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (
-            ["graph.directed=true"],
-            "no key 'directed' here; valid keys: dynamic, known, shared, symmetric",
-        ),
-        (["graph.symmetric=maybe"], "graph.symmetric must be true or false"),
-        (["graph.known.fraction=1.5"], r"graph.known.fraction must lie in \[0, 1\]"),
-        (["graph.known.adjacency=[[0,1],[1]]"], "must be a square N x N matrix"),
-        (["graph.known.adjacency=[[0,3],[1,0]]"], r"known types must be integers in 0..1"),
-        (["graph.shared=true", "graph.known.fraction=0.5"], "give graph.known.adjacency"),
-    ],
-)
-def test_bad_graph_settings_are_refused_before_any_work(overrides, message):
-    x, _ = _data()
-    with pytest.raises(ValueError, match=message):
-        build(None, None, x, overrides=overrides)
-
-
-def test_a_known_adjacency_of_the_wrong_size_names_both_sizes():
-    x, _ = _data(n=5)
-    with pytest.raises(ValueError, match="is 4 x 4 but the data have 5 objects"):
-        build(None, None, x, overrides=[f"graph.known.adjacency={KNOWN}"])
-
-
-def test_symmetric_known_edges_must_agree_in_both_directions():
-    x, _ = _data()
-    asymmetric = (
-        "[[null,1,null,null],[0,null,null,null],[null,null,null,null],[null,null,null,null]]"
-    )
-    overrides = ["graph.symmetric=true", f"graph.known.adjacency={asymmetric}"]
-    with pytest.raises(ValueError, match="same type in both directions"):
-        build(None, None, x, overrides=overrides)
-
-
 def test_a_user_prior_is_one_class_and_a_name():
     @register_prior("test-mostly-type-1")
     class MostlyOne(EdgePrior):
@@ -124,7 +80,7 @@ def test_a_user_prior_is_one_class_and_a_name():
             return p / p.sum()
 
     try:
-        x, _ = _data()
+        x, _ = random_graph_data()
         model, guide = build(None, None, x, overrides=[*TINY, "prior.name=test-mostly-type-1"])
         model_trace, _ = _sites(model, guide, x)
         probs = model_trace.nodes["edges"]["fn"].base_dist.probs
@@ -136,21 +92,8 @@ def test_a_user_prior_is_one_class_and_a_name():
 # --- layouts and sites -------------------------------------------------------------------
 
 
-def test_the_symmetric_layout_maps_both_directions_to_one_slot():
-    layout = EdgeLayout(4, True, "cpu")
-    assert layout.num_slots == 6 and layout.num_edges == 12
-    slots = torch.arange(6.0).unsqueeze(-1)
-    adj = edges_to_adjacency(layout.to_edges(slots), 4, dim=-2)[..., 0]
-    assert torch.equal(adj, adj.T)
-    assert sorted(adj[torch.triu_indices(4, 4, 1).unbind()].tolist()) == list(range(6))
-    logits = torch.randn(12, 2)
-    pair = layout.logits_to_slots(logits)
-    a = edges_to_adjacency(logits, 4, dim=-2)
-    assert torch.allclose(pair[0], (a[0, 1] + a[1, 0]) / 2)
-
-
 def test_the_symmetric_model_and_guide_have_one_latent_per_unordered_pair():
-    x, _ = _data()
+    x, _ = random_graph_data()
     model, guide = build(None, None, x, overrides=[*TINY, "graph.symmetric=true"])
     model_trace, guide_trace = _sites(model, guide, x)
     assert model_trace.nodes["edges"]["value"].shape == (6, 6, 2)  # B, U = 4*3/2, K
@@ -160,7 +103,7 @@ def test_the_symmetric_model_and_guide_have_one_latent_per_unordered_pair():
 
 
 def test_a_shared_graph_is_one_global_latent_outside_the_plate():
-    x, _ = _data()
+    x, _ = random_graph_data()
     model, guide = build(None, None, x, overrides=[*TINY, "graph.shared=true"])
     model_trace, guide_trace = _sites(model, guide, x, num_trajectories=60)
     for trace in (model_trace, guide_trace):
@@ -172,7 +115,7 @@ def test_a_shared_graph_is_one_global_latent_outside_the_plate():
 
 
 def test_the_dirichlet_prior_puts_matching_global_sites_in_model_and_guide():
-    x, _ = _data()
+    x, _ = random_graph_data()
     model, guide = build(None, None, x, overrides=[*TINY, "prior.name=dirichlet"])
     model_trace, guide_trace = _sites(model, guide, x, num_trajectories=60)
     for trace in (model_trace, guide_trace):
@@ -195,7 +138,7 @@ def test_the_dirichlet_posterior_is_the_conjugate_update_scaled_to_the_dataset()
 
 
 def test_known_edges_from_the_spec_condition_model_and_guide():
-    x, _ = _data()
+    x, _ = random_graph_data()
     model, guide = build(None, None, x, overrides=[*TINY, f"graph.known.adjacency={KNOWN}"])
     model_trace, _ = _sites(model, guide, x)
     known = model_trace.nodes["known_edges"]
@@ -206,17 +149,6 @@ def test_known_edges_from_the_spec_condition_model_and_guide():
     # the decoder sees the known types, whatever the latent sample
     z = model_trace.nodes["_RETURN"]["value"]
     assert torch.equal(edges_to_adjacency(z, 4, dim=-2)[:, 1, 0], probs[:, 1, 0])
-
-
-def test_the_training_mask_reveals_the_requested_fraction_reproducibly():
-    structure = GraphStructure({"known": {"fraction": 0.3, "seed": 4}}, 2)
-    mask = structure.training_mask(2000, 5)
-    assert mask.shape == (2000, 20)
-    assert abs(mask.float().mean() - 0.3) < 0.02
-    assert torch.equal(mask, structure.training_mask(2000, 5))
-    symmetric = GraphStructure({"symmetric": True, "known": {"fraction": 0.3}}, 2)
-    adj = edges_to_adjacency(symmetric.training_mask(10, 5), 5)
-    assert torch.equal(adj, adj.transpose(1, 2))
 
 
 # --- every prior, every structure, both objectives, hard and soft: finite ----------------
@@ -240,7 +172,7 @@ def _steps_are_finite(
 ):  # fmt: skip
     """Train 3 steps on ``device``, evaluate, draw importance weights: all finite. Our code
     (not the optimiser's) runs inside ``within()``."""
-    x, edges = _data()
+    x, edges = random_graph_data()
     x, edges = x.to(device), edges.to(device)
     overrides = [*TINY, f"prior.name={prior}", f"guide.hard={str(hard).lower()}", *structure]
     model, guide = build(None, None, x, overrides=overrides)
@@ -283,7 +215,7 @@ def test_every_prior_trains_without_nan_on_cuda(prior, structure, hard):
 
 
 @pytest.mark.parametrize(("prior", "structure"), COMBINATIONS)
-def test_every_prior_makes_its_tensors_on_the_device_of_the_data(prior, structure):
+def test_every_prior_makes_its_tensors_on_the_device_of_therandom_graph_data(prior, structure):
     """What a first run on CUDA would catch, caught on the CPU: with torch's default device
     set to "meta", any tensor that model, guide, training or evaluation create without
     following their input's device lands on "meta" and meets the CPU data in an error."""
@@ -302,7 +234,7 @@ def test_every_prior_makes_its_tensors_on_the_device_of_the_data(prior, structur
 
 def test_importance_sampling_matches_the_exact_evidence_of_a_two_object_system():
     """With 2 objects there are 2 ordered pairs and 4 graphs: log p(x) can be summed exactly."""
-    x, _ = _data(batch=3, n=2, frames=8, seed=3)
+    x, _ = random_graph_data(batch=3, n=2, frames=8, seed=3)
     for prior in ("sparse", "dirichlet"):
         torch.manual_seed(0)
         model, guide = build(None, None, x, overrides=[*TINY, f"prior.name={prior}"])

@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from common import tiny
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.api import NRI, resolve_specs
 from nri_pyro.checkpoints import load_checkpoint
 from nri_pyro.cli import main
 
-TINY = [
-    "decoder.msg_hidden=8",
-    "decoder.msg_out=8",
-    "decoder.hidden=8",
-    "guide.encoder.hidden=8",
-    "train.batch_size=16",
-    "train.progress=false",
-]
+TINY = tiny(8, "train.batch_size=16", "train.progress=false")
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from nri_pyro.data.dataset import (
 )
 from nri_pyro.data.reference import SPLITS, load_npy, read_reference, reference_files
 from nri_pyro.files import atomic_write_text
-from nri_pyro.folders import folder_lock
+from nri_pyro.folders import folder_lock, process_running
 
 META = "meta.json"
 # Signals whose default action ends the process without clean-up; while a dataset is being
@@ -229,21 +229,6 @@ def _staging_prefix(folder: Path) -> str:
     return f".{folder.name}.partial-{os.getpid()}@{staging_host()}-"
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (True where that cannot be told)."""
-    if pid == os.getpid():
-        return True
-    if os.name != "posix":  # no harmless probe (os.kill would end the process)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's process, alive
-        return True
-    return True
-
-
 def remove_stale_partials(folder: str | Path) -> list[Path]:
     """Delete the staging folders of ``folder`` that killed runs left behind (SIGKILL, a
     crash, power loss: nothing ran their clean-up) and return them.
@@ -264,7 +249,7 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
         if match is None or match.group(2) != host or not path.is_dir():
             continue
         pid = int(match.group(1))
-        if _process_alive(pid):
+        if process_running(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from common import interrupt, start, wait_for
+from common import interrupt, start, tiny, wait_for
 
 from nri_pyro import generate_dataset, simulate
 from nri_pyro.api import NRI
@@ -15,15 +15,7 @@ from nri_pyro.cli import main
 from nri_pyro.model import NRIModel
 from nri_pyro.training import TrainingDiverged
 
-TINY = [
-    "decoder.msg_hidden=16",
-    "decoder.msg_out=16",
-    "decoder.hidden=16",
-    "guide.encoder.hidden=16",
-    "train.batch_size=16",
-    "train.progress=false",
-    "train.eval_batch_size=64",
-]
+TINY = tiny(16, "train.batch_size=16", "train.progress=false", "train.eval_batch_size=64")
 
 
 @pytest.fixture(scope="module")
