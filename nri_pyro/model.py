@@ -9,8 +9,13 @@ For each trajectory b in a plate over trajectories:
 sigma is fixed (the paper's variance 5e-5) or learned (``likelihood.learn_variance``), one
 for all features or, with ``likelihood.per_feature``, one per feature: a feature the
 decoder cannot predict well then gets a broad likelihood of its own instead of drowning
-the others' gradients. (A learned sigma of a feature it predicts exactly, one constant
-in time, shrinks without end: learn them only for features that move.)
+the others' gradients. A learned variance is floored smoothly,
+sigma^2 = min_variance + exp(2 log_sigma) (``likelihood.min_variance``, 1e-6 by default, in
+normalised units), so that the sigma of a feature the decoder predicts exactly (one constant
+in time, like Kuramoto's omega) stops at the floor instead of shrinking without end; a
+fixed variance is used as given. On noisy data (observation noise of standard deviation
+s) the honest fixed variance is the noise's in normalised units
+(:func:`noise_variance`: (2 s / (max - min))^2 per feature), and a learned one approaches it.
 
 The decoder passes messages only along the sampled edges and follows NRI's multi-step
 scheme (ground truth every ``prediction_steps`` frames, its own predictions in between).
@@ -34,7 +39,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from nri_pyro.data.dataset import check_trajectories
+from nri_pyro.data.dataset import Normalizer, check_trajectories
 from nri_pyro.nn import full_graph
 from nri_pyro.nn.registry import build_decoder
 from nri_pyro.priors import EdgePrior, build_prior
@@ -43,6 +48,20 @@ from nri_pyro.structure import GraphStructure
 # Settings of the decoder section that the model reads itself (NRI's multi-step scheme);
 # the rest go to the decoder's class.
 DECODER_SCHEME_KEYS = frozenset({"prediction_steps", "burn_in_steps"})
+
+
+def noise_variance(noise: float, normalizer: Normalizer, num_features: int) -> Tensor:
+    """The variance [D] in normalised units of observation noise with standard deviation
+    ``noise`` in the data's own units (a simulation's ``params.noise``): each feature is
+    min-max scaled to [-1, 1] by ``normalizer`` (one min and max per group), so its noise
+    standard deviation becomes 2 noise / (max - min); features in no group keep ``noise``.
+    Set ``likelihood.variance`` to it (its mean, or with ``per_feature`` learn from it)."""
+    if not noise >= 0:
+        raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
+    scale = torch.ones(num_features, dtype=torch.float64)
+    for group, low, high in zip(normalizer.groups, normalizer.low, normalizer.high, strict=True):
+        scale[list(group)] = 2.0 / (high - low)
+    return (noise * scale).square()
 
 
 def check_edges(edges: Tensor | None, edge_mask: Tensor | None, x: Tensor, k: int) -> None:
@@ -144,7 +163,11 @@ class NRIModel(PyroModule):
         self.prior = prior or build_prior(spec["prior"], self.num_edge_types)
         self.structure = structure or GraphStructure(spec.get("graph"), self.num_edge_types)
         likelihood = spec["likelihood"]
-        log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"]))
+        # The floor of a learned variance (0 for a fixed one, and for specs resolved before
+        # the floor existed); resolve_model_spec checked that the variance lies above it.
+        learned = likelihood["learn_variance"]
+        self.min_variance = float(likelihood.get("min_variance", 0.0)) if learned else 0.0
+        log_sigma = torch.tensor(0.5 * math.log(likelihood["variance"] - self.min_variance))
         if likelihood.get("per_feature", False):  # one noise scale per feature: [D]
             log_sigma = log_sigma.expand(num_features).clone()
         if likelihood["learn_variance"]:
@@ -154,8 +177,11 @@ class NRIModel(PyroModule):
 
     @property
     def sigma(self) -> Tensor:
-        """The likelihood's standard deviation: a scalar, or [D] with ``per_feature``."""
-        return self.log_sigma.exp()
+        """The likelihood's standard deviation: a scalar, or [D] with ``per_feature``; a
+        learned one sqrt(min_variance + exp(2 log_sigma)), never below its floor."""
+        if not self.min_variance:
+            return self.log_sigma.exp()
+        return (self.min_variance + (2 * self.log_sigma).exp()).sqrt()
 
     @property
     def dynamic(self) -> bool:

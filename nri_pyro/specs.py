@@ -30,7 +30,9 @@ from nri_pyro.train_config import PRECISIONS, SELECT_METRICS, TrainConfig  # noq
 MODEL_DEFAULTS: dict[str, Any] = {
     "edge_types": 2,
     "decoder": {"name": "mlp", "prediction_steps": 10},
-    "likelihood": {"variance": 5e-5, "learn_variance": False, "per_feature": False},
+    "likelihood": {
+        "variance": 5e-5, "learn_variance": False, "per_feature": False, "min_variance": 1e-6,
+    },  # fmt: skip
     "prior": {"name": "uniform"},
     "graph": dict(GRAPH_DEFAULTS),
 }
@@ -228,6 +230,18 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"likelihood.{key} must be true or false, got {resolved['likelihood'][key]!r}"
             )
+    floor = resolved["likelihood"]["min_variance"]
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+        raise ValueError(
+            f"likelihood.min_variance (the floor of a learned variance) must be a positive "
+            f"number, such as 1e-6, got {floor!r}"
+        )
+    if resolved["likelihood"]["learn_variance"] and not variance > floor:
+        raise ValueError(
+            f"likelihood.variance ({variance!r}), where a learned variance starts, must lie "
+            f"above likelihood.min_variance ({floor!r}), its floor: raise the variance or "
+            f"lower the floor"
+        )
     steps = resolved["decoder"].get("prediction_steps", 10)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"decoder.prediction_steps must be an integer >= 1, got {steps!r}")

@@ -221,7 +221,9 @@ def test_a_per_feature_variance_is_learned_for_each_feature_and_evaluated_as_suc
     )
     site = trace.nodes["x"]
     loc = site["fn"].base_dist.loc
-    expected = torch.distributions.Normal(loc, torch.tensor([-1.0, -2.0, -3.0, -4.0]).exp())
+    # a learned variance is floored: sigma^2 = min_variance + exp(2 log_sigma)
+    sigma = (1e-6 + torch.tensor([-2.0, -4.0, -6.0, -8.0]).exp()).sqrt()
+    expected = torch.distributions.Normal(loc, sigma)
     assert torch.allclose(
         site["fn"].log_prob(x[:, :, 1:]), expected.log_prob(x[:, :, 1:]).sum((1, 2, 3))
     )
