@@ -28,14 +28,22 @@ figures):
   from the guide conditioned on lying outside that set (per slot floored at
   ``floor / K`` so that every graph can be drawn). Unbiased in p(x): the exact part is
   exact and the remainder's estimate is unbiased for the remainder's sum;
-- ``"auto"``: ``"exact"`` where that decodes no more graphs than ``"stratified"`` would
-  (K ** U <= num_samples + 1 + U(K-1)), else ``"stratified"``.
+- ``"local"`` (the studies' estimator): ``"stratified"`` around a local mode of p(x, z)
+  instead of the guide's mode (from the guide's mode, move to the best one-slot neighbour
+  while one is better, at most :data:`MAX_CLIMB` moves), with the remainder drawn from
+  half the guide's q and half each slot's conditional p(z_u | x, the mode's other slots),
+  which the neighbourhood's densities give for free. It costs (1 + U(K-1)) graphs per move
+  plus ``num_samples``; unbiased in p(x) like ``"stratified"`` (the centre and proposal are
+  chosen before the remainder is drawn);
+- ``"auto"``: ``"exact"`` where that decodes no more graphs than ``"local"`` would at least
+  (K ** U <= num_samples + 1 + U(K-1)), else ``"local"``.
 
 Every method is unbiased in p(x), not in log p(x): the log of an unbiased estimate is
 biased low by Jensen's inequality, the less the lighter the weights' tail. The Pareto k
 (:func:`nri_pyro.diagnostics.pareto_khat`) of the importance weights says when an estimate
-cannot be trusted (k > 0.7); for ``"stratified"`` it is the k of the remainder's weights
-(-inf where the remainder is empty), for ``"exact"`` -inf.
+cannot be trusted (k > 0.7); for ``"stratified"`` and ``"local"`` it is the k of the
+remainder's weights (-inf where the remainder is empty): conservative, since the exact part
+often holds nearly all of p(x); for ``"exact"`` -inf.
 
 Graphs that change over time (``graph.dynamic``) have (K ** U) ** W graphs: only
 ``"guide"`` (``"auto"`` picks it) serves them, through
@@ -63,6 +71,7 @@ MAX_EXACT_GRAPHS = 2**16
 METHODS = ("auto", "exact", "guide", "mixture", "stratified", "local")
 MIXTURE_WEIGHT = 0.1  # a: the prior's share of the defensive mixture
 STRATIFIED_FLOOR = 1e-3  # the remainder's proposal: (1 - floor) q + floor / K per slot
+MAX_CLIMB = 8  # "local": the most moves from the guide's mode towards a mode of p(x, z)
 
 
 @dataclass
@@ -71,7 +80,7 @@ class Evidence:
 
     log_evidence: [S] estimates of log p(x_s); pareto_k: [S] the k-hat of each
     trajectory's importance weights (-inf where the estimate is exact); method: the method
-    that made them ("exact", "guide", "mixture" or "stratified").
+    that made them (one of :data:`METHODS` but "auto").
     """
 
     log_evidence: Tensor
@@ -137,7 +146,7 @@ def held_out_log_evidence(
     graphs = count_graphs(model, n)
     if method == "auto":
         neighbourhood = 1 + _latent_slots(model, n) * (model.num_edge_types - 1)
-        method = "exact" if graphs <= num_samples + neighbourhood else "stratified"
+        method = "exact" if graphs <= num_samples + neighbourhood else "local"
     if method == "exact" and graphs > max_graphs:
         raise ValueError(
             f"exact evidence enumerates every graph: {model.num_edge_types} edge types on "
@@ -345,7 +354,7 @@ class _Terms:
         [B, num_samples] (None when nothing remains).
 
         The centre is the guide's most probable graph; with ``local`` it then climbs to a
-        local mode of p(x, z) (the best neighbour, while one is better: at most U moves),
+        local mode of p(x, z) (the best neighbour while one is better; MAX_CLIMB moves at most),
         and the remainder's proposal per slot is half the guide's q and half the slot's
         conditional p(z_u | x, the centre's other slots), read off the neighbourhood's
         densities for free. Either proposal is floored (``floor / K`` per type) and drawn
@@ -354,7 +363,7 @@ class _Terms:
         q = self.q.expand(b, u, k)
         near, joint = self.neighbourhood(q.argmax(-1))
         slots = self.latent.nonzero().squeeze(-1)
-        for _ in range(len(slots) if local else 0):
+        for _ in range(MAX_CLIMB if local else 0):
             best = joint.argmax(0)  # [B]
             if bool((best == 0).all()):
                 break
@@ -387,9 +396,7 @@ class _Terms:
         return torch.logaddexp(exact, rest), weights
 
 
-def _sample_two_away(
-    q: Tensor, mode: Tensor, latent: Tensor, num: int
-) -> tuple[Tensor, Tensor]:
+def _sample_two_away(q: Tensor, mode: Tensor, latent: Tensor, num: int) -> tuple[Tensor, Tensor]:
     """Draws from the product of categoricals q: [B, U, K] conditioned on at least two
     latent slots differing from ``mode`` [B, U]: types [num, B, U] and their log density
     under the conditioned proposal, [num, B]. Slots are drawn in order, each with its

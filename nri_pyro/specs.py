@@ -31,8 +31,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "edge_types": 2,
     "decoder": {"name": "mlp", "prediction_steps": 10},
     "likelihood": {
-        "variance": 5e-5, "learn_variance": False, "per_feature": False, "min_variance": 1e-6,
-    },  # fmt: skip
+        "variance": 5e-5,
+        "learn_variance": False,
+        "per_feature": False,
+        "min_variance": 1e-6,  # the floor of a learned variance
+    },
     "prior": {"name": "uniform"},
     "graph": dict(GRAPH_DEFAULTS),
 }
