@@ -111,3 +111,16 @@ def test_auto_is_exact_where_enumerating_is_no_dearer_and_exact_refuses_too_many
         held_out_log_evidence(model5, guide5, x5, method="exact")
     with pytest.raises(ValueError, match=r"unknown evidence method 'best'; valid methods"):
         held_out_log_evidence(model, guide, x, method="best")
+
+
+def test_a_study_records_the_evidence_with_its_diagnostics_and_marks_untrusted_ones():
+    from nri_pyro.ablate import markdown_table
+
+    x, model, guide = _setup(SETTINGS["sparse"])
+    summary = held_out_log_evidence(model, guide, x, num_samples=32).summary()
+    assert summary["evidence_method"] == "local"
+    assert set(summary) >= {"log_evidence", "pareto_k", "pareto_k_over_0.7", "evidence_untrusted"}
+    row = {"variant": "a", "runs": 1, "log_evidence_mean": -1.0, "log_evidence_std": 0.0}
+    trusted = markdown_table([{**row, "evidence_untrusted_mean": 0.05}])
+    untrusted = markdown_table([{**row, "evidence_untrusted_mean": 0.5}])
+    assert "†" not in trusted and "-1 ± 0 †" in untrusted and "cannot be trusted" in untrusted
