@@ -588,3 +588,65 @@ def test_windows_of_a_trajectory_and_the_frames_the_encoder_reads():
     assert frames[0].tolist() == list(range(11))  # shifted into the trajectory
     assert frames[1].tolist() == list(range(5, 16))  # window 7..13 with 2 frames either side
     assert frames[-1].tolist() == list(range(41, 52))  # the long last window 42..51, centred
+
+
+# --- the likelihood's variance ------------------------------------------------------------
+
+
+def test_a_learned_variance_of_a_constant_feature_stops_at_its_floor():
+    """Feature 3 is constant in time: the decoder learns to predict it exactly, and its
+    learned sigma would shrink without end; sigma^2 = min_variance + exp(2 log_sigma)
+    stops at the floor, with finite losses."""
+    over = ["likelihood.learn_variance=true", "likelihood.per_feature=true",
+            "likelihood.variance=1e-1", "likelihood.min_variance=1e-2"]  # fmt: skip
+    x, model, guide = _setup(overrides=over)
+    x[..., 3] = 0.5
+    params = [*model.parameters(), *guide.parameters()]
+    optimiser = torch.optim.Adam(params, lr=0.05)
+    elbo = TraceMeanField_ELBO()
+    for _ in range(150):
+        optimiser.zero_grad()
+        loss = elbo.differentiable_loss(model, guide, x)
+        loss.backward()
+        optimiser.step()
+    assert math.isfinite(float(loss))
+    variance = model.sigma.detach().square()
+    assert (variance >= 1e-2).all() and variance[3] < 1.2e-2, variance  # at the floor
+    assert (2 * model.log_sigma[3]).exp() < 2e-3  # the raw part went on down, harmlessly
+
+
+def test_a_learned_variance_approaches_the_noise_variance_of_noisy_springs():
+    """Springs observed with noise (params noise > 0): the learned per-feature variance
+    approaches the noise's variance in normalised units (model.noise_variance). A Markov
+    decoder sees the noise twice, in the frame it reads and in the one it predicts, so an
+    identity-like step (positions) leaves about twice it, while a step that smooths
+    (velocities) leaves less: the bounds are a factor of 2 below and 3 above."""
+    from nri_pyro import simulate
+    from nri_pyro.api import NRI
+    from nri_pyro.model import noise_variance
+
+    noise = 0.2  # normalised: a variance of 7e-3 (positions) and 3e-2 (velocities)
+    train = simulate("springs", 200, 4, 20, seed=0, noise=noise)
+    nri = NRI(
+        overrides=[*tiny(16), "likelihood.learn_variance=true", "likelihood.per_feature=true",
+                   "likelihood.variance=1e-2", "decoder.prediction_steps=1",
+                   "train.batch_size=32", "train.lr=5e-3", "train.progress=false"],
+    )  # fmt: skip
+    nri.fit(train, epochs=15)
+    expected = noise_variance(noise, nri.normalizer, 4).float()
+    ratio = nri.model.sigma.detach().square() / expected
+    assert ((ratio > 0.5) & (ratio < 3)).all(), ratio  # seen: 1.9, 1.8, 0.8, 0.7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["likelihood.min_variance=0"], r"likelihood\.min_variance .* must be a positive number"),
+        (["likelihood.min_variance=abc"], r"likelihood\.min_variance .* got 'abc'"),
+        (["likelihood.learn_variance=true", "likelihood.variance=1e-6"],
+         r"likelihood\.variance \(1e-06\), where a learned variance starts, must lie above"),
+    ],
+)  # fmt: skip
+def test_a_bad_variance_floor_is_refused_naming_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _setup(overrides=overrides)
