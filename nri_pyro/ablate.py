@@ -81,9 +81,8 @@ OPTIONAL_METRICS = (
     ("switch_recall", "switch recall"),
 )
 # Summarized (results.csv) where present, not in the table.
-EXTRA_METRICS = ("learned_edge_freq", "switches_true", "switches_detected", "evidence_untrusted")
-# The table marks a log evidence (†) when more than this share of trajectories has k > 0.7
-# on a part that holds more than 1% of the estimate (evidence_untrusted).
+EXTRA_METRICS = ("learned_edge_freq", "switches_true", "switches_detected")
+# The table marks a log evidence (†) when more than this share of trajectories has k > 0.7.
 UNTRUSTED_K_SHARE = 0.1
 RESULT_FILE = "result.json"
 # A run's process: a fresh interpreter that imports this module (not ``-m``, which would
@@ -675,9 +674,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if any(_untrusted(row) for row in rows):
         lines.append(
-            f"\n† more than {UNTRUSTED_K_SHARE:.0%} of held-out trajectories have Pareto k > 0.7 "
-            f"(nri_pyro.evidence.Evidence.untrusted): that log evidence cannot be trusted, "
-            f"nor compared"
+            f"\n† more than {UNTRUSTED_K_SHARE:.0%} of held-out trajectories have Pareto k > 0.7: "
+            f"that log evidence cannot be trusted, nor compared"
         )
     failed = [r for r in rows if r.get("errors")]
     for row in failed:
@@ -686,12 +684,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _untrusted(row: dict[str, Any]) -> bool:
-    """Whether a row's log evidence rests on too many heavy-tailed estimates (runs recorded
-    before evidence_untrusted existed: their share of k > 0.7)."""
-    share = row.get("evidence_untrusted_mean", math.nan)
-    if math.isnan(share):
-        share = row.get("pareto_k_over_0.7_mean", math.nan)
-    return share > UNTRUSTED_K_SHARE
+    """Whether a row's log evidence rests on too many heavy-tailed estimates."""
+    return row.get("pareto_k_over_0.7_mean", math.nan) > UNTRUSTED_K_SHARE
 
 
 def _fmt(value: float) -> str:

@@ -29,8 +29,9 @@ figures):
   ``floor / K`` so that every graph can be drawn). Unbiased in p(x): the exact part is
   exact and the remainder's estimate is unbiased for the remainder's sum;
 - ``"local"`` (the studies' estimator): ``"stratified"`` around a local mode of p(x, z)
-  instead of the guide's mode (from the guide's mode, move to the best one-slot neighbour
-  while one is better, at most :data:`MAX_CLIMB` moves), with the remainder drawn from
+  instead of the guide's mode (from the guide's mode and from 3 of its draws, move to the
+  best one-slot neighbour while one is better, at most :data:`MAX_CLIMB` moves, and keep
+  the highest of the modes reached), with the remainder drawn from
   half the guide's q and half each slot's conditional p(z_u | x, the mode's other slots),
   which the neighbourhood's densities give for free. It costs (1 + U(K-1)) graphs per move
   plus ``num_samples``; unbiased in p(x) like ``"stratified"`` (the centre and proposal are
@@ -42,9 +43,10 @@ Every method is unbiased in p(x), not in log p(x): the log of an unbiased estima
 biased low by Jensen's inequality, the less the lighter the weights' tail. The Pareto k
 (:func:`nri_pyro.diagnostics.pareto_khat`) of the importance weights says when an estimate
 cannot be trusted (k > 0.7); for ``"stratified"`` and ``"local"`` it is the k of the
-remainder's weights (-inf where the remainder is empty), which is pessimistic where the
-exact part holds nearly all of p(x): :attr:`Evidence.untrusted` counts only heavy tails of
-a part that holds more than 1% of the estimate. For ``"exact"`` k is -inf.
+remainder's weights (-inf where the remainder is empty). It is no guarantee: draws that
+all missed the posterior's mass can have a light tail and still be hundreds of nats low
+(benchmarks/evidence.py), and discounting a heavy tail because the remainder's estimate
+is small would be dishonest for the same reason. For ``"exact"`` k is -inf.
 
 Graphs that change over time (``graph.dynamic``) have (K ** U) ** W graphs: only
 ``"guide"`` (``"auto"`` picks it) serves them, through
@@ -72,8 +74,8 @@ MAX_EXACT_GRAPHS = 2**16
 METHODS = ("auto", "exact", "guide", "mixture", "stratified", "local")
 MIXTURE_WEIGHT = 0.1  # a: the prior's share of the defensive mixture
 STRATIFIED_FLOOR = 1e-3  # the remainder's proposal: (1 - floor) q + floor / K per slot
-SAMPLED_SHARE = 0.01  # "local", "stratified": a remainder this small cannot mislead (0.01 nats)
-MAX_CLIMB = 8  # "local": the most moves from the guide's mode towards a mode of p(x, z)
+MAX_CLIMB = 16  # "local": the most moves from a start towards a mode of p(x, z)
+CLIMB_STARTS = 4  # "local": climbs from the guide's mode and from 3 draws of the guide
 
 
 @dataclass
@@ -88,30 +90,16 @@ class Evidence:
     log_evidence: Tensor
     pareto_k: Tensor
     method: str
-    sampled_share: Tensor | None = None
-
-    @property
-    def untrusted(self) -> Tensor:
-        """[S] bool: estimates that cannot be trusted, k > 0.7 on the weights of a part
-        that holds more than :data:`SAMPLED_SHARE` of the estimate (all of it, except for
-        "stratified" and "local", whose sampled remainder often holds a negligible share:
-        a heavy tail there moves log p(x) by less than 0.01 nats unless the draws missed
-        a large part of the posterior outside the neighbourhood, which the estimator's
-        figures in benchmarks/evidence.py do not show)."""
-        share = self.sampled_share
-        heavy = self.pareto_k > 0.7
-        return heavy if share is None else heavy & (share > SAMPLED_SHARE)
 
     def summary(self) -> dict[str, float | str]:
-        """The mean log evidence per trajectory, the median k-hat (it resists inf), the
-        fraction of trajectories with k-hat > 0.7 and the fraction :attr:`untrusted`, and
-        the method: what a study records."""
+        """The mean log evidence per trajectory, the median k-hat (it resists inf) and
+        the fraction of trajectories with k-hat > 0.7 (whose estimates cannot be trusted),
+        and the method: what a study records."""
         k = self.pareto_k
         return {
             "log_evidence": float(self.log_evidence.mean()),
             "pareto_k": float(k.nanmedian()) if k.numel() else math.nan,
             "pareto_k_over_0.7": float((k > 0.7).double().mean()) if k.numel() else math.nan,
-            "evidence_untrusted": float(self.untrusted.double().mean()) if k.numel() else math.nan,
             "evidence_method": self.method,
         }
 
@@ -172,29 +160,23 @@ def held_out_log_evidence(
         )
     device = torch.device(device)
     rows = memory_safe_batch(batch_size, model, guide, x, device)
-    estimates, khats, shares = [], [], []
+    estimates, khats = [], []
     devices = [device] if device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
         for first in range(0, x.shape[0], rows):
             xt = x[first : first + rows, :, : guide.num_frames].to(device)
             terms = _Terms(model, guide, xt, rows)
-            share = None
             if method == "exact":
                 estimate, weights = terms.exact(), None
             elif method in ("stratified", "local"):
                 estimate, weights = terms.stratified(num_samples, local=method == "local")
-                share = torch.zeros_like(estimate)
-                if weights is not None:
-                    rest = torch.logsumexp(weights, -1) - math.log(num_samples)
-                    share = (rest - estimate).exp()
             else:
                 weights = terms.importance(num_samples, method)
                 estimate = log_evidence(weights)
             estimates.append(estimate.cpu())
             khats.append(_khat(weights, pareto_khat, len(estimate)))
-            shares.append(share.cpu() if share is not None else torch.ones_like(estimate).cpu())
-    return Evidence(torch.cat(estimates), torch.cat(khats), method, torch.cat(shares))
+    return Evidence(torch.cat(estimates), torch.cat(khats), method)
 
 
 def exact_log_evidence(
@@ -370,27 +352,39 @@ class _Terms:
         )
         return near, joint
 
+    def _climb(self, centre: Tensor, climb: bool) -> tuple[Tensor, Tensor]:
+        """The neighbourhood of ``centre`` [B, U] (:meth:`neighbourhood`), after moving it
+        to its best neighbour while one is better (with ``climb``; MAX_CLIMB moves at
+        most): a local mode of p(x, z) per trajectory."""
+        near, joint = self.neighbourhood(centre)
+        for _ in range(MAX_CLIMB if climb else 0):
+            best = joint.argmax(0)  # [B]
+            if bool((best == 0).all()):
+                break
+            near, joint = self.neighbourhood(near[best, torch.arange(centre.shape[0])])
+        return near, joint
+
     def stratified(self, num_samples: int, local: bool = False) -> tuple[Tensor, Tensor | None]:
         """log p(x_b) [B] as the exact sum over a centre graph and its one-slot neighbours
         plus an importance estimate of the remaining graphs, and the remainder's log-weights
         [B, num_samples] (None when nothing remains).
 
-        The centre is the guide's most probable graph; with ``local`` it then climbs to a
-        local mode of p(x, z) (the best neighbour while one is better; MAX_CLIMB moves at most),
+        The centre is the guide's most probable graph; with ``local`` the highest of the
+        local modes of p(x, z) that climbs from it and from draws of the guide reach,
         and the remainder's proposal per slot is half the guide's q and half the slot's
         conditional p(z_u | x, the centre's other slots), read off the neighbourhood's
         densities for free. Either proposal is floored (``floor / K`` per type) and drawn
         conditioned on lying at least two slots from the centre."""
         b, u, k = self.xt.shape[0], self.layout.num_slots, self.k
         q = self.q.expand(b, u, k)
-        near, joint = self.neighbourhood(q.argmax(-1))
+        near, joint = self._climb(q.argmax(-1), local)
+        if local:  # also climb from a few draws of the guide; keep the highest mode
+            for start in dist.Categorical(probs=q).sample((CLIMB_STARTS - 1,)):
+                other_near, other_joint = self._climb(start, True)
+                better = other_joint[0] > joint[0]  # [B]
+                near = torch.where(better[:, None], other_near, near)
+                joint = torch.where(better, other_joint, joint)
         slots = self.latent.nonzero().squeeze(-1)
-        for _ in range(MAX_CLIMB if local else 0):
-            best = joint.argmax(0)  # [B]
-            if bool((best == 0).all()):
-                break
-            centre = near[best, torch.arange(b)]
-            near, joint = self.neighbourhood(centre)
         exact = torch.logsumexp(joint, 0)  # [B]
         if len(slots) < 2:  # nothing lies two slots away: the neighbourhood is every graph
             return exact, None

@@ -119,8 +119,12 @@ def test_a_study_records_the_evidence_with_its_diagnostics_and_marks_untrusted_o
     x, model, guide = _setup(SETTINGS["sparse"])
     summary = held_out_log_evidence(model, guide, x, num_samples=32).summary()
     assert summary["evidence_method"] == "local"
-    assert set(summary) >= {"log_evidence", "pareto_k", "pareto_k_over_0.7", "evidence_untrusted"}
+    assert set(summary) >= {"log_evidence", "pareto_k", "pareto_k_over_0.7"}
     row = {"variant": "a", "runs": 1, "log_evidence_mean": -1.0, "log_evidence_std": 0.0}
-    trusted = markdown_table([{**row, "evidence_untrusted_mean": 0.05}])
-    untrusted = markdown_table([{**row, "evidence_untrusted_mean": 0.5}])
+    trusted = markdown_table(
+        [{**row, "pareto_k_over_0.7_mean": 0.05, "pareto_k_over_0.7_std": 0.0}]
+    )
+    untrusted = markdown_table(
+        [{**row, "pareto_k_over_0.7_mean": 0.5, "pareto_k_over_0.7_std": 0.0}]
+    )
     assert "†" not in trusted and "-1 ± 0 †" in untrusted and "cannot be trusted" in untrusted
