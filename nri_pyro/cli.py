@@ -1,4 +1,6 @@
-"""The ``nri-pyro`` command."""
+"""The ``nri-pyro`` command: one job, the command line. Each subcommand's parser and its
+handler stand side by side (``_add_train`` / ``_run_train``, ...), which is why the file is
+longer than most; the work itself is done by the library's functions they call."""
 
 from __future__ import annotations
 
