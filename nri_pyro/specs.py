@@ -22,7 +22,7 @@ import yaml
 from nri_pyro.checkpoints import differences  # noqa: F401 - specs compare with it too
 from nri_pyro.model import DECODER_SCHEME_KEYS
 from nri_pyro.nn import DECODERS, ENCODERS
-from nri_pyro.nn.registry import settings_of
+from nri_pyro.nn.registry import check_settings, settings_of
 from nri_pyro.priors import build_prior
 from nri_pyro.structure import GRAPH_DEFAULTS, GraphStructure, check_dynamic
 from nri_pyro.train_config import PRECISIONS, SELECT_METRICS, TrainConfig  # noqa: F401
@@ -205,6 +205,7 @@ def _check_component(section: str, spec: Mapping[str, Any], registry: dict[str, 
             f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)} for {section} "
             f"{name!r}; valid keys: {', '.join(sorted(valid))}"
         )
+    check_settings(section, registry[name], spec)
 
 
 def _check_keys(where: str, spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
@@ -254,6 +255,12 @@ def resolve_model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def _positive(value: Any) -> bool:
+    """Whether ``value`` is a positive finite number (not a bool)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and 0 < value < float("inf")
+
+
 def _whole(value: Any, least: int) -> bool:
     """Whether ``value`` is an integer (not a bool) of at least ``least``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
@@ -264,8 +271,8 @@ def resolve_guide_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     _check_keys("guide spec", spec, GUIDE_DEFAULTS)
     resolved = merge(GUIDE_DEFAULTS, spec)
     _check_component("encoder", resolved["encoder"], ENCODERS)
-    if not resolved["temperature"] > 0:
-        raise ValueError(f"temperature must be positive, got {resolved['temperature']!r}")
+    if not _positive(resolved["temperature"]):
+        raise ValueError(f"temperature must be a positive number, got {resolved['temperature']!r}")
     if not isinstance(resolved["hard"], bool):
         raise ValueError(f"hard must be true or false, got {resolved['hard']!r}")
     context = resolved["window_context"]

@@ -97,3 +97,37 @@ def test_nri_takes_preset_none_as_the_cli_does_and_refuses_a_number():
     assert NRI(preset="none").preset is None
     with pytest.raises(ValueError, match=r"by name or path \(a string\), got 5"):
         NRI(preset=5)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("decoder.hidden=abc", r"decoder\.hidden must be a whole number >= 1, got 'abc'"),
+        ("decoder.hidden=2.5", r"decoder\.hidden must be a whole number >= 1, got 2\.5"),
+        ("decoder.hidden=-1", r"decoder\.hidden must be a whole number >= 1, got -1"),
+        ("decoder.hidden=0", r"decoder\.hidden must be a whole number >= 1, got 0"),
+        ("guide.encoder.hidden=abc", r"encoder\.hidden must be a whole number >= 1"),
+        ("decoder.dropout=abc", r"decoder\.dropout must be a number, got 'abc'"),
+        ("decoder.dropout=1.5", r"decoder\.dropout must be a number in \[0, 1\)"),
+        ("decoder.skip_first=maybe", r"decoder\.skip_first must be true or false"),
+        (
+            "decoder.recompute_messages=3",
+            r"recompute_messages must be true or false or null",
+        ),
+        ("guide.temperature=abc", r"temperature must be a positive number, got 'abc'"),
+        ("prior.temperature=abc", r"prior\.temperature must be a positive number, got 'abc'"),
+    ],
+)
+def test_bad_component_settings_name_the_key_before_any_work(override, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_specs(None, None, [override])
+
+
+def test_a_bad_setting_on_the_command_line_is_one_line(tmp_path, capsys):
+    from nri_pyro.cli import main
+
+    code = main(["train", "--preset", "springs5-quick", "--set", "decoder.hidden=abc",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "decoder.hidden" in err
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ the signature.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -122,6 +123,40 @@ def settings_of(cls: type) -> set[str]:
     """The settings a component class takes from a spec: its constructor's arguments that
     do not come from the data."""
     return set(inspect.signature(cls.__init__).parameters) - FROM_DATA - {"self"}
+
+
+# Ranges of settings by name, beyond their type; every whole-number setting of a component
+# is a width or a count, at least 1.
+SETTING_RANGES = {"dropout": (0.0, 1.0)}  # [low, high)
+
+
+def check_settings(section: str, cls: type, settings: Mapping[str, Any]) -> None:
+    """Clear errors for settings of a component class whose type or range is wrong, read
+    off its constructor's annotations: ``int`` a whole number >= 1, ``float`` a finite
+    number (``dropout`` in [0, 1)), ``bool`` true or false; ``| None`` also allows null."""
+    parameters = inspect.signature(cls.__init__).parameters
+    for key, value in settings.items():
+        if key not in parameters or key in FROM_DATA:
+            continue
+        kind = str(parameters[key].annotation).replace(" ", "")
+        if value is None and kind.endswith("|None"):
+            continue
+        base = kind.removesuffix("|None")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        problem = None
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if base == "int" and not (whole and value >= 1):
+            problem = "a whole number >= 1"
+        elif base == "float" and not (number and math.isfinite(value)):
+            problem = "a number"
+        elif base == "bool" and not isinstance(value, bool):
+            problem = "true or false"
+        low, high = SETTING_RANGES.get(key, (None, None))
+        if problem is None and low is not None and not low <= value < high:
+            problem = f"a number in [{low:g}, {high:g})"
+        if problem is not None:
+            none = " or null" if kind.endswith("|None") else ""
+            raise ValueError(f"{section}.{key} must be {problem}{none}, got {value!r}")
 
 
 def build_encoder(

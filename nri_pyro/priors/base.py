@@ -39,8 +39,9 @@ class EdgePrior:
     def __init__(self, num_edge_types: int, temperature: float = 0.5) -> None:
         if not isinstance(num_edge_types, int) or num_edge_types < 2:
             raise ValueError(f"edge_types must be an integer >= 2, got {num_edge_types!r}")
-        if not temperature > 0:
-            raise ValueError(f"prior.temperature must be positive, got {temperature!r}")
+        number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        if not (number and 0 < temperature < math.inf):
+            raise ValueError(f"prior.temperature must be a positive number, got {temperature!r}")
         self.num_edge_types = num_edge_types
         self.temperature = float(temperature)
 
