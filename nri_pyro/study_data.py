@@ -80,7 +80,8 @@ def data_with(preset: Preset, changes: Mapping[str, Any], where: str) -> dict[st
     """The preset's data section with ``changes`` ({"data.train": 50, "data.params.noise":
     0.01}, keys checked by :func:`check_data_key`) applied, checked as a preset's data are
     (whole numbers of at least 2 objects and 1 training trajectory, physical parameters in
-    range): a bad value is an error that starts with ``where``."""
+    range), and test trajectories no shorter than the training ones (the encoder reads the
+    training length): a bad value is an error that starts with ``where``."""
     data = copy.deepcopy(preset.data)
     for key, value in changes.items():
         path = key.split(".")[1:]
@@ -89,6 +90,14 @@ def data_with(preset: Preset, changes: Mapping[str, Any], where: str) -> dict[st
         else:
             data[path[0]] = value
     check_data_settings(data, where)
+    frames, test_frames = data_value(data, "data.frames"), data_value(data, "data.test_frames")
+    if data["test"] and test_frames < frames:
+        raise ValueError(
+            f"{where}: data.frames={frames} is longer than the test trajectories "
+            f"(data.test_frames={test_frames}), but the encoder reads the training length of "
+            f"every held-out trajectory: give data.test_frames >= {frames} (as a setting of "
+            "the preset or a data key beside data.frames), or fewer data.frames"
+        )
     return data
 
 

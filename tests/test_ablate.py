@@ -236,7 +236,9 @@ def test_a_study_across_training_sizes_shares_each_data_setting_and_one_test_set
     assert {r: (Path(r).parent / "result.json").stat().st_mtime_ns for r in finished} == finished
     assert again.variants == result.variants
     # Other data settings into the same folder: refused, naming what changed.
-    with pytest.raises(FileExistsError, match=r"vary: \[\['data.train', \[16, 48\]\]"):
+    with pytest.raises(FileExistsError, match=r"differs in vary: \[\['data.train', \[16, 48\]\]"):
+        Study(["data.train=16,32", "prior.name=uniform,sparse"], **options)._check_out()
+    with pytest.raises(FileExistsError, match=r"data_source.varied.train-32: not there, new now"):
         Study(["data.train=16,32", "prior.name=uniform,sparse"], **options)._check_out()
     noisy = dataclasses.replace(small_preset, data={**small_preset.data, "params": {"noise": 0.1}})
     with pytest.raises(FileExistsError, match=r"varied.train-16.params.noise: None there, 0.1"):
@@ -275,6 +277,7 @@ def test_data_keys_combine_with_spec_keys_in_explicit_variants(tmp_path, small_p
         (["data.train=16,2.5"], None, "data.train must be a whole number >= 1, got 2.5"),
         (["data.objects=1,3"], None, "data.objects must be a whole number >= 2, got 1"),
         (["data.frames=12,1"], None, "data.frames must be a whole number >= 2"),
+        (["data.frames=12,16"], None, r"data.frames=16 is longer than the test trajectories"),
         ([], "few: data.train=-5", "variant few: .*data.train must be a whole number >= 1"),
     ],
 )
