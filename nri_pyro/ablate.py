@@ -512,7 +512,7 @@ class Study:
             if differ:
                 raise FileExistsError(
                     f"{self.out} holds a different study; its study.json differs in "
-                    + "; ".join(f"{k}: {was!r} there, {new!r} now" for k, was, new in differ)
+                    + _describe_differences(differ)
                     + ". A study continues as it was planned: give the options it was started "
                     "with, or choose another --out"
                 )
@@ -690,6 +690,27 @@ class Study:
                 fig = plots.plot_against_setting(rows, key, against)
                 written.append(_save_figure(fig, folder / f"against_{key}.png"))
         return written + self._data_figures(rows, folder)
+
+
+def _describe_differences(differ: list[tuple[str, Any, Any]]) -> str:
+    """The differences of two study plans, what a user changed first (the varied values,
+    the seeds, the data) and what follows from it last (the resolved configs); a variant or
+    data setting on one side only is named, not printed whole."""
+    order = ("vary", "variants", "seeds", "data", "data_source", "evidence_samples")
+
+    def rank(item: tuple[str, Any, Any]) -> int:
+        head = item[0].split(".")[0]
+        return order.index(head) if head in order else len(order) + (head == "configs")
+
+    parts = []
+    for key, was, new in sorted(differ, key=rank):
+        if was is None and isinstance(new, Mapping):
+            parts.append(f"{key}: not there, new now")
+        elif new is None and isinstance(was, Mapping):
+            parts.append(f"{key}: there, not now")
+        else:
+            parts.append(f"{key}: {was!r} there, {new!r} now")
+    return "; ".join(parts)
 
 
 def _check_seeds(seeds: Any) -> list[int]:
