@@ -17,12 +17,23 @@ explicit variants: ``"LABEL: key=value key=value"`` (:func:`parse_variant`), eac
 overrides on top of the specs. With ``vary`` as well, every explicit variant is combined
 with every combination of the varied values (a key may not be in both).
 
+A study may also vary the data the preset simulates (not with ``data``, files it cannot
+simulate again): ``data.train`` (training trajectories), ``data.frames`` (observed length),
+``data.objects``, ``data.params.noise`` (observation noise), ``data.params.edge_prob`` (true
+density), ... (:mod:`nri_pyro.study_data`), in ``vary`` and in explicit variants alike.
+Each data setting is simulated once into ``out/data/<setting>/`` and shared by every variant
+and seed that uses it; validation and test trajectories do not depend on ``data.train``,
+so rows of every training size are scored on one test set (each normalised by its own
+training split's statistics). The tables get a column per data key varied, and the figures
+each metric against a numeric data key, one line per prior (``data.train`` on a log axis).
+
 Every run is its own process (``jobs`` at once), in its own folder under ``out/runs/``; a
 finished run is skipped when the study runs again, an interrupted one resumes from its last
 checkpoint, and a failed one is reported in the table with its error, without stopping the
 others.
 
     result = ablate(["prior.name=uniform,sparse,dirichlet"], seeds=2, data="data/s5", out="st")
+    result = ablate(["data.train=50,500,5000", "prior.name=uniform,sparse"], out="st2")
     result = ablate(variants=["static: prior.name=uniform",
                               "markov: prior.name=markov graph.dynamic.window=7"], ...)
     result                     # a table in a notebook
@@ -32,6 +43,7 @@ others.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import logging
@@ -58,6 +70,14 @@ from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset, simulate_preset
 from nri_pyro.signatures import forwarding
 from nri_pyro.specs import parse_override
+from nri_pyro.study_data import (
+    DATA_PREFIX,
+    check_data_key,
+    data_slug,
+    data_value,
+    data_with,
+    is_data_key,
+)
 
 # Held-out metrics in the table, in order: (key, label).
 logger = logging.getLogger(__name__)
@@ -113,7 +133,23 @@ class Variant:
 
     @property
     def overrides(self) -> list[str]:
-        return [f"{k}={json.dumps(v)}" for k, v in self.all_settings.items()]
+        """The spec overrides (``--set`` form); data settings (``data.*``) are not among
+        them: they choose the data the variant trains on (:attr:`data_settings`)."""
+        return [f"{k}={json.dumps(v)}" for k, v in self.all_settings.items() if not is_data_key(k)]
+
+    @property
+    def data_settings(self) -> dict[str, Any]:
+        """The data settings of this variant, {"data.train": 50, ...} (:mod:`nri_pyro.
+        study_data`); empty where it trains on the study's data as they are."""
+        return {k: v for k, v in self.all_settings.items() if is_data_key(k)}
+
+    @property
+    def spec_label(self) -> str:
+        """The label without the data settings: what one line of a figure against a data
+        setting stands for (one per prior); "base" for a variant of data settings alone."""
+        parts = [] if self.name is None else [self.name]
+        parts += [f"{k}={_show(v)}" for k, v in self.settings.items() if not is_data_key(k)]
+        return ", ".join(parts) or "base"
 
     @property
     def slug(self) -> str:
@@ -247,7 +283,8 @@ class Study:
     """A planned study: specs, varied values, seeds and data, checked before any run.
 
     Args:
-        vary: ``"KEY=V1,V2"`` settings to vary; every combination is a variant.
+        vary: ``"KEY=V1,V2"`` settings to vary; every combination is a variant. A key is a
+            spec key (``prior.name``) or a data key of the preset (``data.train``, ...).
         out: the study's folder (runs, table, figures); a rerun resumes it.
         variants: explicit variants ``"LABEL: key=value ..."`` (:func:`parse_variant`),
             instead of ``vary`` or combined with every combination of its values.
@@ -301,6 +338,12 @@ class Study:
         )
         if epochs is not None:
             overrides = [*overrides, f"train.epochs={epochs}"]
+        for item in overrides:
+            if is_data_key(item.partition("=")[0].strip()):
+                raise ValueError(
+                    f"--set {item}: a data key is no spec key; give the data setting of every "
+                    f"variant with --vary {item} (one value), or per variant in --variant"
+                )
         if not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
         if not isinstance(evidence_samples, int) or evidence_samples < 32:
@@ -334,6 +377,9 @@ class Study:
         if preset is None and self.data is None:
             raise ValueError("a study without a preset needs data: give data (--data)")
         self.preset = preset
+        # Data settings (data.train=50, ...): every variant's data, checked before any work.
+        self.data_keys = list(dict.fromkeys(k for v in self.variants for k in v.data_settings))
+        self.data_settings, self.variant_data = self._plan_data()
         train_data = None
         if self.data is not None:
             from nri_pyro.data.io import load_dataset
@@ -354,6 +400,11 @@ class Study:
         self.configs: dict[str, dict[str, Any]] = {}
         labels: dict[str, str] = {}
         for variant in self.variants:
+            if variant.slug in self.variant_data:  # its own data: its own shape
+                assert preset is not None
+                data_settings = self.data_settings[self.variant_data[variant.slug]]
+                own = dataclasses.replace(preset, data=data_settings)
+                shape = _data_shape(own, None, features)
             try:
                 model, guide, train = resolve_specs(
                     model_spec, guide_spec, [*overrides, *variant.overrides], train_settings
@@ -375,6 +426,25 @@ class Study:
                 "features": features,
             }
 
+    def _plan_data(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """The data of every variant when some vary it (``data.*`` keys): {data slug: the
+        preset's data section with the variant's settings}, {variant slug: data slug};
+        both empty when none does. Variants of one data setting share one slug (and so one
+        simulation). Every key and value is checked here, before any run or simulation."""
+        if not self.data_keys:
+            return {}, {}
+        for key in self.data_keys:
+            check_data_key(key, self.preset, self.data)
+        assert self.preset is not None  # check_data_key refuses a study without one
+        settings: dict[str, dict[str, Any]] = {}
+        chosen: dict[str, str] = {}
+        for variant in self.variants:
+            data = data_with(self.preset, variant.data_settings, f"variant {variant.label}")
+            slug = data_slug(data, self.data_keys)
+            settings.setdefault(slug, data)
+            chosen[variant.slug] = slug
+        return settings, chosen
+
     # --- running ----------------------------------------------------------------------
     def run_dir(self, variant: Variant, seed: int) -> Path:
         return self.out / "runs" / variant.slug / f"seed{seed}"
@@ -386,7 +456,6 @@ class Study:
         # One study process at a time writes the folder (its runs are its own children).
         with folder_lock(self.out):
             self._check_out()
-            data = self._data()
             todo, runs = [], []
             for variant in self.variants:
                 for seed in self.seeds:
@@ -394,6 +463,7 @@ class Study:
                     if not (self.run_dir(variant, seed) / RESULT_FILE).exists():
                         todo.append((variant, seed))
             done_before = len(runs) - len(todo)
+            folders = self._data_folders(todo)
             log(
                 f"study {self.out}: {len(self.variants)} variant(s) x {len(self.seeds)} seed(s) = "
                 f"{len(runs)} runs; {done_before} finished before, {len(todo)} to run, "
@@ -407,7 +477,7 @@ class Study:
                 number = next(counter)
                 start = time.perf_counter()
                 log(f"[{number}/{len(todo)}] {variant.label}, seed {seed}: started")
-                message = self._run_one(variant, seed, data, threads)
+                message = self._run_one(variant, seed, folders[variant.slug], threads)
                 seconds = time.perf_counter() - start
                 where = f"[{number}/{len(todo)}] {variant.label}, seed {seed}"
                 log(f"{where}: {message} ({seconds:.0f} s)")
@@ -428,6 +498,8 @@ class Study:
         # What the runs were trained on: the settings of the data the study simulates, or a
         # digest of the files of the folder given (simulated again in place: other values).
         plan["data_source"] = _data_source(self.preset, self.data)
+        if self.data_settings:  # and the settings of each data setting it simulates
+            plan["data_source"]["varied"] = self.data_settings
         path = self.out / "study.json"
         check_output_folder(self.out, "an nri-pyro study folder", marks=("study.json",))
         if path.exists():
@@ -444,7 +516,7 @@ class Study:
             if differ:
                 raise FileExistsError(
                     f"{self.out} holds a different study; its study.json differs in "
-                    + "; ".join(f"{k}: {was!r} there, {new!r} now" for k, was, new in differ)
+                    + _describe_differences(differ)
                     + ". A study continues as it was planned: give the options it was started "
                     "with, or choose another --out"
                 )
@@ -467,6 +539,30 @@ class Study:
             )
             save_dataset(folder, simulate_preset(self.preset), overwrite=True)
         return folder
+
+    def _data_folders(self, todo: Sequence[tuple[Variant, int]]) -> dict[str, Path]:
+        """{variant slug: its data folder}: the study's one folder (:meth:`_data`), or with
+        data settings ``OUT/data/<data slug>``, each simulated once (for the runs still to
+        do; a rerun finds it there) and shared by every variant and seed of that setting."""
+        if not self.variant_data:
+            data = self._data()
+            return {variant.slug: data for variant in self.variants}
+        assert self.preset is not None
+        from nri_pyro.data.io import save_dataset
+
+        folders = {slug: self.out / "data" / slug for slug in self.data_settings}
+        needed = {self.variant_data[variant.slug] for variant, _ in todo}
+        for slug, folder in folders.items():
+            if slug not in needed or (folder / "meta.json").exists():
+                continue
+            d = self.data_settings[slug]
+            logger.info(
+                f"data setting {slug}: simulating {d['system']} with {d['objects']} objects "
+                f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
+            )
+            own = dataclasses.replace(self.preset, data=d)
+            save_dataset(folder, simulate_preset(own), overwrite=True)
+        return {v.slug: folders[self.variant_data[v.slug]] for v in self.variants}
 
     def _run_one(self, variant: Variant, seed: int, data: Path, threads: int) -> str:
         run_dir = self.run_dir(variant, seed)
@@ -513,7 +609,8 @@ class Study:
         for variant in self.variants:
             for seed in self.seeds:
                 run_dir = self.run_dir(variant, seed)
-                row: dict[str, Any] = {"variant": variant.label, "seed": seed}
+                row: dict[str, Any] = {"variant": variant.label, **self._data_columns(variant)}
+                row["seed"] = seed
                 row["settings"] = variant.all_settings
                 row["run"] = str(run_dir / "train")  # the run folder (nri-pyro plot RUN)
                 if (run_dir / RESULT_FILE).exists():
@@ -527,6 +624,10 @@ class Study:
                     row["status"] = "not run"
                 runs.append(row)
         rows = summarize(runs, [v.label for v in self.variants])
+        rows = [  # the data settings as columns beside the label
+            {"variant": row["variant"], **self._data_columns(variant), **row}
+            for row, variant in zip(rows, self.variants, strict=True)
+        ]
         for row, variant in zip(rows, self.variants, strict=True):
             row["settings"] = variant.all_settings
         atomic_write_text(self.out / "results.md", markdown_table(rows) + "\n")
@@ -537,6 +638,36 @@ class Study:
         logger.info(f"table: {self.out / 'results.md'} (and results.csv, runs.csv); figures in "
                     f"{self.out / 'figures'}")  # fmt: skip
         return AblationResult(rows, runs, self.out, figures)
+
+    def _data_columns(self, variant: Variant) -> dict[str, Any]:
+        """A variant's columns in the tables when the study varies its data: its label
+        without the data settings (``spec_variant``), then the value of every data key
+        varied (the preset's where this variant leaves it); none otherwise."""
+        if not self.variant_data:
+            return {}
+        data = self.data_settings[self.variant_data[variant.slug]]
+        columns: dict[str, Any] = {"spec_variant": variant.spec_label}
+        columns.update({key: data_value(data, key) for key in self.data_keys})
+        return columns
+
+    def _data_figures(self, rows: list[dict[str, Any]], folder: Path) -> list[Path]:
+        """Metrics against each numeric data key that takes several values, one line per
+        variant without its data settings (and per value of the other data keys varied)."""
+        from nri_pyro import plots
+
+        written = []
+        for key in self.data_keys:
+            values = {row[key] for row in rows}
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if not numbers or len(values) < 2:
+                continue
+            others = [k for k in self.data_keys if k != key and len({r[k] for r in rows}) > 1]
+            for metric in ("edge_accuracy", "mse_10", "log_evidence"):
+                if not any(math.isfinite(r.get(f"{metric}_mean", math.nan)) for r in rows):
+                    continue
+                fig = plots.plot_against_data(rows, key, metric, line_by=("spec_variant", *others))
+                written.append(_save_figure(fig, folder / f"{metric}_against_{key}.png"))
+        return written
 
     def _figures(self, rows: list[dict[str, Any]]) -> list[Path]:
         from nri_pyro import plots  # figures are drawn without pyplot: no backend needed
@@ -558,9 +689,32 @@ class Study:
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
             # One row per value: a single numeric key, and no explicit variants beside it.
             if numeric and len(self.vary) == 1 and len(values) > 1 and not self.explicit:
+                if is_data_key(key):  # drawn per metric, as every data key is (below)
+                    continue
                 fig = plots.plot_against_setting(rows, key, against)
                 written.append(_save_figure(fig, folder / f"against_{key}.png"))
-        return written
+        return written + self._data_figures(rows, folder)
+
+
+def _describe_differences(differ: list[tuple[str, Any, Any]]) -> str:
+    """The differences of two study plans, what a user changed first (the varied values,
+    the seeds, the data) and what follows from it last (the resolved configs); a variant or
+    data setting on one side only is named, not printed whole."""
+    order = ("vary", "variants", "seeds", "data", "data_source", "evidence_samples")
+
+    def rank(item: tuple[str, Any, Any]) -> int:
+        head = item[0].split(".")[0]
+        return order.index(head) if head in order else len(order) + (head == "configs")
+
+    parts = []
+    for key, was, new in sorted(differ, key=rank):
+        if was is None and isinstance(new, Mapping):
+            parts.append(f"{key}: not there, new now")
+        elif new is None and isinstance(was, Mapping):
+            parts.append(f"{key}: there, not now")
+        else:
+            parts.append(f"{key}: {was!r} there, {new!r} now")
+    return "; ".join(parts)
 
 
 def _check_seeds(seeds: Any) -> list[int]:
@@ -653,11 +807,13 @@ def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[st
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The variant table: mean ± std over seeds, failed runs counted; the switch-time
-    metrics where a row has them ("—" where no run has a value)."""
+    metrics where a row has them ("—" where no run has a value); the data settings
+    (``data.*`` columns of a study that varies its data) after the label."""
     metrics = list(TABLE_METRICS) + [
         (key, label) for key, label in OPTIONAL_METRICS if any(f"{key}_mean" in r for r in rows)
     ]
-    header = ["variant", "runs"] + [label for _, label in metrics]
+    data_columns = list(dict.fromkeys(k for r in rows for k in r if k.startswith(DATA_PREFIX)))
+    header = ["variant", *data_columns, "runs"] + [label for _, label in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         runs = f"{row['runs']}"
@@ -665,7 +821,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             runs += f" ({row['failed']} failed)"
         if row.get("not_run"):
             runs += f" ({row['not_run']} not run)"
-        cells = [row["variant"], runs]
+        cells = [row["variant"], *(_show(row.get(key, "")) for key in data_columns), runs]
         for key, _ in metrics:
             mean = row.get(f"{key}_mean", math.nan)
             cells.append("—" if math.isnan(mean) else f"{_fmt(mean)} ± {_fmt(row[f'{key}_std'])}")

@@ -294,13 +294,18 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
         f"runs are reported, not dropped. Without --preset: {ABLATE_DEFAULT_PRESET} (springs "
         "with 5 objects, 2,000 training trajectories and a small network, so that a study of "
         "a few variants and seeds fits in minutes on a CPU); without --data, the preset's "
-        "data are simulated once and shared by every run.",
+        "data are simulated once and shared by every run (once per data setting where "
+        "--vary or --variant sets data.* keys).",
     )
     _add_spec_options(p)
     p.add_argument(
         "--vary", action="append", default=[], metavar="KEY=V1,V2,...",
         help="a spec key and its values, e.g. prior.name=uniform,sparse,dirichlet or "
-        "prior.no_edge=0.5,0.8,0.95 (repeatable: all combinations)",
+        "prior.no_edge=0.5,0.8,0.95, or a data key of the preset (without --data): "
+        "data.train=50,500,5000 (training trajectories), data.frames (observed length), "
+        "data.objects, data.params.noise (observation noise), data.params.edge_prob (true "
+        "density), ... (repeatable: all combinations; each data setting is simulated once "
+        "and shared, and scored on one test set)",
     )  # fmt: skip
     p.add_argument(
         "--variant", action="append", default=[], dest="variants",

@@ -717,3 +717,74 @@ def plot_against_setting(
     ax.margins(x=0.1)
     ax.legend(fontsize=8)
     return fig
+
+
+# Data settings counted in trajectories: drawn on a logarithmic x axis (50 ... 5,000).
+COUNT_SETTINGS = ("data.train", "data.valid", "data.test")
+
+
+def plot_against_data(
+    rows: list[dict],
+    key: str,
+    metric: str = "edge_accuracy",
+    *,
+    line_by: Sequence[str] = ("spec_variant",),
+    log_x: bool | None = None,
+) -> Figure:
+    """One metric against the value of one data setting, one line per prior.
+
+    Each row (a study's results.csv row) has ``key`` (e.g. "data.train": 500), the
+    ``line_by`` fields (by default "spec_variant", the variant without its data settings,
+    such as "prior.name=sparse"), f"{metric}_mean" and f"{metric}_std" (over seeds). Rows
+    with the same ``line_by`` values make one line, ordered by ``key``, points at the mean,
+    error bars the std; a point whose runs all failed is left out and marked by a red x on
+    the axis. The x axis is logarithmic for counts of trajectories (``data.train``, ...)
+    when all are positive, unless ``log_x`` says otherwise. Two rows of one line with one
+    value of ``key`` are an error: another setting varies that ``line_by`` leaves out.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one variant, got none")
+    lines: dict[str, list[tuple[float, int]]] = {}
+    for index, row in enumerate(rows):
+        value = _field(row, key, index)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(
+                f"row {index} ({row.get('variant', '?')!r}): {key} = {value!r} is not a "
+                "number, so it cannot be an x axis"
+            )
+        parts = [str(_field(row, f, index)) if i == 0 else f"{f}={_field(row, f, index)}"
+                 for i, f in enumerate(line_by)]  # fmt: skip
+        lines.setdefault(", ".join(parts) or metric, []).append((float(value), index))
+    for label, points in lines.items():
+        xs = [x for x, _ in points]
+        if len(set(xs)) != len(xs):
+            raise ValueError(
+                f"line {label!r} has two rows at {key} = {sorted(xs)}: expected one row per "
+                f"value; add the other setting that varies to line_by (now {list(line_by)})"
+            )
+    every_x = [x for points in lines.values() for x, _ in points]
+    if log_x is None:
+        log_x = key in COUNT_SETTINGS and min(every_x) > 0
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for (label, points), color in zip(lines.items(), _colors(len(lines)), strict=True):
+        points = sorted(points)
+        x = np.array([p[0] for p in points])
+        means = np.array([_number(_field(rows[i], f"{metric}_mean", i)) for _, i in points])
+        stds = np.array([_number(rows[i].get(f"{metric}_std", 0.0)) for _, i in points])
+        ok = ~np.isnan(means)
+        ax.errorbar(x[ok], means[ok], yerr=np.nan_to_num(stds[ok]), marker="o", capsize=4,
+                    color=color, label=label)  # fmt: skip
+        for position in np.flatnonzero(~ok):
+            ax.plot(x[position], 0, "x", color=FAILED_COLOR, ms=10, clip_on=False,
+                    transform=ax.get_xaxis_transform())  # fmt: skip
+    if log_x:  # ticks at the values studied (50, 500, 5000), not at powers of ten
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ticks = sorted(set(every_x))
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set(xlabel=key, ylabel=f"{metric} (mean ± std over seeds)",
+           title=f"{metric} against {key}")  # fmt: skip
+    ax.margins(x=0.08)
+    ax.legend(fontsize=8)
+    return fig

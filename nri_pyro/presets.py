@@ -197,6 +197,51 @@ def _count(changes: Mapping[str, Any]) -> int:
     return sum(_count(v) if isinstance(v, Mapping) else 1 for v in changes.values())
 
 
+def check_data_settings(data: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse a preset's data section (merged over :data:`DATA_DEFAULTS`) that names an
+    unknown key, lacks a needed one, or holds a value its system cannot simulate; ``where``
+    (the preset's file, or what changed it) starts each message."""
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown data key(s) {', '.join(unknown)}; valid: {', '.join(DATA_KEYS)}"
+        )
+    missing = [k for k in ("system", "objects", "train", "valid", "test") if k not in data]
+    if missing:
+        raise ValueError(f"{where}: the data section needs {', '.join(missing)}")
+    if not isinstance(data["params"], Mapping):
+        raise ValueError(
+            f"{where}: data.params must be a mapping of physical parameters such as "
+            f"{{noise: 0.01}}, got {data['params']!r}"
+        )
+    try:
+        system = get_system(data["system"])
+        system.params(data["params"])  # checks the physical parameters by name and type
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}: data: {err}") from None
+    # At least 2 objects (one pair) and 1 training trajectory; the rest may be 0 (no split).
+    for key, least in (("objects", 2), ("train", 1), ("valid", 0), ("test", 0), ("seed", 0)):
+        value = data[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(
+                f"{where}: data.{key} must be a whole number >= {least}, got {value!r}"
+            )
+    for key in ("frames", "test_frames"):
+        value = data[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 2
+        ):
+            raise ValueError(
+                f"{where}: data.{key} must be a whole number >= 2 (frames per trajectory) or "
+                f"null for the system's default, got {value!r}"
+            )
+    if data["features"] is not None:
+        try:
+            system.feature_indices(data["features"])
+        except ValueError as err:
+            raise ValueError(f"{where}: data.features: {err}") from None
+
+
 def load_preset(name_or_path: str | Path) -> Preset:
     """A preset by name (``charged5``, ``kuramoto10-paper``, ...) or path, resolved and
     checked: unknown names, keys and settings are errors that list the valid ones."""
@@ -207,43 +252,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
         else str(name_or_path)
     )
     data = {**DATA_DEFAULTS, **raw.get("data", {})}
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown data key(s) {', '.join(unknown)}; valid: {', '.join(DATA_KEYS)}"
-        )
-    missing = [k for k in ("system", "objects", "train", "valid", "test") if k not in data]
-    if missing:
-        raise ValueError(f"{path}: the data section needs {', '.join(missing)}")
-    if not isinstance(data["params"], Mapping):
-        raise ValueError(
-            f"{path}: data.params must be a mapping of physical parameters such as "
-            f"{{noise: 0.01}}, got {data['params']!r}"
-        )
-    try:
-        system = get_system(data["system"])
-        system.params(data["params"])  # checks the physical parameters by name and type
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: data: {err}") from None
-    for key in ("objects", "train", "valid", "test", "seed"):
-        if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0:
-            raise ValueError(f"{path}: data.{key} must be a whole number >= 0, got {data[key]!r}")
-    for key in ("frames", "test_frames"):
-        value = data[key]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 2
-        ):
-            raise ValueError(
-                f"{path}: data.{key} must be a whole number >= 2 (frames per trajectory) or "
-                f"null for the system's default, got {value!r}"
-            )
-    if data["objects"] < 2 or data["train"] < 1:
-        raise ValueError(f"{path}: data needs at least 2 objects and 1 training trajectory")
-    if data["features"] is not None:
-        try:
-            system.feature_indices(data["features"])
-        except ValueError as err:
-            raise ValueError(f"{path}: data.features: {err}") from None
+    check_data_settings(data, path)
     model, model_source = _resolve_spec(raw.get("model", {}), "model", path)
     guide, guide_source = _resolve_spec(raw.get("guide", {}), "guide", path)
     train = dict(raw.get("train", {}))

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 from common import interrupt, start, tiny, wait_for
 
 from nri_pyro.ablate import Study, ablate, parse_vary, variants
 from nri_pyro.cli import main
-from nri_pyro.data.io import save_dataset
+from nri_pyro.data.io import load_dataset, save_dataset
 from nri_pyro.data.simulate import simulate
 from nri_pyro.presets import load_preset
 
 TINY = tiny(8, "train.batch_size=32")
+# The module (the package's name nri_pyro.ablate is the function).
+ablate_module = importlib.import_module("nri_pyro.ablate")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +164,138 @@ def test_a_second_study_into_one_folder_is_refused_while_the_first_runs(tmp_path
     code, _, err = interrupt(first)
     assert code == 130 and "Traceback" not in err
     assert not (tmp_path / ".study.lock").exists()
+
+
+# --- studies across data -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_preset(tmp_path_factory):
+    """springs5-quick's recipe on data small enough for a test: 3 objects, 12 frames."""
+    path = tmp_path_factory.mktemp("preset") / "small.yaml"
+    path.write_text(
+        "base: springs5-quick\n"
+        "data: {objects: 3, train: 48, valid: 16, test: 16, frames: 12, test_frames: 12}\n"
+    )
+    return load_preset(path)
+
+
+def test_a_study_across_training_sizes_shares_each_data_setting_and_one_test_set(
+    tmp_path, small_preset, monkeypatch, caplog
+):
+    simulated = []
+    real = ablate_module.simulate_preset
+
+    def counted(preset, **kwargs):
+        simulated.append(preset.data["train"])
+        return real(preset, **kwargs)
+
+    monkeypatch.setattr(ablate_module, "simulate_preset", counted)
+    caplog.set_level(logging.INFO, logger="nri_pyro")
+    out = tmp_path / "study"
+    vary = ["data.train=16,48", "prior.name=uniform,sparse"]
+    options = dict(out=out, preset=small_preset, seeds=1, epochs=1, overrides=TINY,
+                   evidence_samples=32, jobs=2)  # fmt: skip
+    result = ablate(vary, **options)
+    assert simulated == [16, 48]  # each data setting once, whatever uses it
+    assert [r["status"] for r in result.runs] == ["ok"] * 4
+    # Every run of one setting (both priors; every seed) reads that setting's one folder.
+    read = {}
+    for run in result.runs:
+        config = json.loads((Path(run["run"]).parent / "run.json").read_text())
+        read.setdefault(run["data.train"], set()).add(config["data"])
+    assert read == {n: {str(out / "data" / f"train-{n}")} for n in (16, 48)}
+    few, many = (load_dataset(out / "data" / f"train-{n}") for n in (16, 48))
+    for split in ("valid", "test"):  # held out alike: drawn independently of data.train
+        assert torch.equal(few[split].trajectories, many[split].trajectories)
+        assert torch.equal(few[split].adjacency, many[split].adjacency)
+    assert torch.equal(few["train"].trajectories, many["train"].trajectories[:16])  # nested
+    # Each normalised by its own training split's statistics.
+    assert few["test"].metadata["normalization"] == few["train"].metadata["normalization"]
+    assert few["train"].metadata["normalization"] != many["train"].metadata["normalization"]
+    # The data settings are columns of the table, the CSVs and the figure.
+    table = (out / "results.md").read_text()
+    assert table.startswith("| variant | data.train | runs |")
+    assert "| data.train=16, prior.name=sparse | 16 | 1 |" in table
+    for name in ("results.csv", "runs.csv"):
+        with (out / name).open() as f:
+            rows = list(csv.DictReader(f))
+        assert [(r["spec_variant"], r["data.train"]) for r in rows] == [
+            ("prior.name=uniform", "16"), ("prior.name=sparse", "16"),
+            ("prior.name=uniform", "48"), ("prior.name=sparse", "48"),
+        ]  # fmt: skip
+    assert (out / "figures" / "edge_accuracy_against_data.train.png").stat().st_size > 1000
+    assert not (out / "figures" / "against_data.train.png").exists()
+    study = json.loads((out / "study.json").read_text())
+    assert sorted(study["data_source"]["varied"]) == ["train-16", "train-48"]
+    # Again: nothing trained or simulated anew.
+    finished = {r["run"]: (Path(r["run"]).parent / "result.json").stat().st_mtime_ns
+                for r in result.runs}  # fmt: skip
+    caplog.clear()
+    again = ablate(vary, **options)
+    assert "4 finished before, 0 to run" in caplog.text
+    assert simulated == [16, 48]
+    assert {r: (Path(r).parent / "result.json").stat().st_mtime_ns for r in finished} == finished
+    assert again.variants == result.variants
+    # Other data settings into the same folder: refused, naming what changed.
+    with pytest.raises(FileExistsError, match=r"differs in vary: \[\['data.train', \[16, 48\]\]"):
+        Study(["data.train=16,32", "prior.name=uniform,sparse"], **options)._check_out()
+    with pytest.raises(FileExistsError, match=r"data_source.varied.train-32: not there, new now"):
+        Study(["data.train=16,32", "prior.name=uniform,sparse"], **options)._check_out()
+    noisy = dataclasses.replace(small_preset, data={**small_preset.data, "params": {"noise": 0.1}})
+    with pytest.raises(FileExistsError, match=r"varied.train-16.params.noise: None there, 0.1"):
+        Study(vary, **{**options, "preset": noisy})._check_out()
+
+
+def test_data_keys_combine_with_spec_keys_in_explicit_variants(tmp_path, small_preset):
+    study = Study(
+        ["data.params.noise=0,0.01"], out=tmp_path / "s", preset=small_preset, overrides=TINY,
+        variants=["few: data.train=16 data.objects=4 prior.name=uniform", "all: prior.name=sparse"],
+    )  # fmt: skip
+    assert [study._data_columns(v) for v in study.variants] == [
+        {"spec_variant": name, "data.train": train, "data.objects": objects,
+         "data.params.noise": noise}
+        for name, train, objects in (("few", 16, 4), ("all", 48, 3)) for noise in (0.0, 0.01)
+    ]  # fmt: skip
+    assert list(study.data_settings) == [
+        f"train-{train}_objects-{objects}_params.noise-{noise}"
+        for train, objects in ((16, 4), (48, 3)) for noise in (0.0, 0.01)
+    ]  # fmt: skip
+    assert study.configs["few_data.params.noise-0"]["model_spec"]["prior"]["name"] == "uniform"
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match=r"--set data\.train=16: a data key is no spec key"):
+        Study("prior.name=uniform", out=tmp_path / "s", preset=small_preset,
+              overrides=[*TINY, "data.train=16"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("vary", "variant", "message"),
+    [
+        (["data.bogus=1,2"], None, r"unknown data key 'data.bogus'.*data.train, data.valid"),
+        (["data.system=charged"], None, "unknown data key 'data.system'"),
+        (["data.params.noise=-0.1,0"], None, "noise must be non-negative, got -0.1"),
+        (["data.params.edge_prob=0.5,1.5"], None, r"edge_prob must lie in \[0, 1\], got 1.5"),
+        (["data.train=16,0"], None, "data.train must be a whole number >= 1, got 0"),
+        (["data.train=16,2.5"], None, "data.train must be a whole number >= 1, got 2.5"),
+        (["data.objects=1,3"], None, "data.objects must be a whole number >= 2, got 1"),
+        (["data.frames=12,1"], None, "data.frames must be a whole number >= 2"),
+        (["data.frames=12,16"], None, r"data.frames=16 is longer than the test trajectories"),
+        ([], "few: data.train=-5", "variant few: .*data.train must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_data_setting_is_refused_before_any_simulation(
+    tmp_path, small_preset, monkeypatch, vary, variant, message
+):
+    monkeypatch.setattr(ablate_module, "simulate_preset", None)  # any simulation would fail
+    with pytest.raises(ValueError, match=message):
+        ablate(vary, variants=[variant] if variant else [], out=tmp_path / "study",
+               preset=small_preset, seeds=1, epochs=1, overrides=TINY)  # fmt: skip
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_data_key_with_data_files_is_refused_saying_why(tmp_path, data, capsys):
+    out = tmp_path / "study"
+    args = ["ablate", "--data", str(data), "--out", str(out), "--vary", "data.train=16,32",
+            "--seeds", "1", "--epochs", "1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"data.train cannot vary with --data {data}: a dataset folder holds fixed files" in err
+    assert not out.exists()

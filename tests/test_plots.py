@@ -230,6 +230,50 @@ def test_metrics_against_a_setting_draw_one_line_per_metric_in_setting_order():
         plots.plot_against_setting([ROWS[0], ROWS[0]], "prior.no_edge")
 
 
+def _data_row(prior: str, train: int, mean: float, std: float, noise: float = 0.0) -> dict:
+    return {"variant": f"data.train={train}, prior.name={prior}", "spec_variant": prior,
+            "data.train": train, "data.params.noise": noise, "edge_accuracy_mean": mean,
+            "edge_accuracy_std": std, "runs": 2, "failed": 0}  # fmt: skip
+
+
+def test_a_metric_against_a_data_setting_draws_one_line_per_prior_with_error_bars():
+    rows = [
+        _data_row(prior, train, 0.5 + train / 1e4 + (prior == "sparse") / 10, 0.01 * i)
+        for prior in ("uniform", "sparse")
+        for i, train in enumerate((5000, 50, 500))
+    ]
+    rows[1]["edge_accuracy_mean"] = float("nan")  # uniform at 50: every run failed
+    fig = plots.plot_against_data(rows, "data.train", "edge_accuracy")
+    (ax,) = fig.axes
+    assert [c.get_label() for c in ax.containers] == ["uniform", "sparse"]  # one line each
+    uniform, sparse = (c.lines[0] for c in ax.containers)
+    np.testing.assert_array_equal(sparse.get_xdata(), [50, 500, 5000])  # in order of x
+    np.testing.assert_allclose(sparse.get_ydata(), [0.605, 0.65, 1.1])
+    np.testing.assert_array_equal(uniform.get_xdata(), [500, 5000])  # the failed point left out
+    bars = ax.containers[1].lines[2][0].get_segments()  # error bars: mean -+ std
+    np.testing.assert_allclose([b[:, 1] for b in bars],
+                               [[0.595, 0.615], [0.63, 0.67], [1.1, 1.1]])  # fmt: skip
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "data.train"
+    _close(fig)
+    fig = plots.plot_against_data(rows[3:], "data.params.noise", line_by=("data.train",))
+    assert fig.axes[0].get_xscale() == "linear"
+    _close(fig)
+    with pytest.raises(ValueError, match=r"line 'sparse' has two rows at data.train"):
+        plots.plot_against_data([*rows, _data_row("sparse", 50, 0.7, 0, noise=0.1)], "data.train")
+    by_noise = plots.plot_against_data(
+        [*rows, _data_row("sparse", 50, 0.7, 0, noise=0.1)], "data.train",
+        line_by=("spec_variant", "data.params.noise"),
+    )  # fmt: skip
+    assert [c.get_label() for c in by_noise.axes[0].containers][-1] == (
+        "sparse, data.params.noise=0.1"
+    )
+    _close(by_noise)
+    with pytest.raises(ValueError, match="is not a number"):
+        plots.plot_against_data([{**rows[0], "data.train": "many"}], "data.train")
+    with pytest.raises(ValueError, match=r"missing 'data\.objects'"):
+        plots.plot_against_data(rows, "data.objects")
+
+
 # --- the command -------------------------------------------------------------------------
 def test_plot_command_writes_the_standard_figures(run, tmp_path, capsys):
     out = tmp_path / "figures"
