@@ -38,245 +38,82 @@ others.
                               "markov: prior.name=markov graph.dynamic.window=7"], ...)
     result                     # a table in a notebook
     result.variants[0]         # one row: variant, runs, failed, <metric>_mean, <metric>_std
+
+This module plans and runs a study (:class:`Study`, :func:`ablate`); its parts live beside
+it: the variants and seeds (:mod:`nri_pyro.study_variants`), the data settings
+(:mod:`nri_pyro.study_data`), one run in its own process (:mod:`nri_pyro.study_run`) and
+the tables (:mod:`nri_pyro.study_tables`). Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import itertools
 import json
 import logging
 import math
 import os
-import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from nri_pyro.checkpoints import differences
 from nri_pyro.files import atomic_write, atomic_write_text
-from nri_pyro.folders import check_output_folder, folder_digest, folder_lock
-from nri_pyro.logs import log_to
-from nri_pyro.nn.modes import eval_mode
+from nri_pyro.folders import check_output_folder, folder_lock
 from nri_pyro.presets import Preset, load_preset, simulate_preset
 from nri_pyro.signatures import forwarding
-from nri_pyro.specs import parse_override
 from nri_pyro.study_data import (
-    DATA_PREFIX,
     check_data_key,
+    data_shape,
     data_slug,
+    data_source,
     data_value,
     data_with,
     is_data_key,
 )
+from nri_pyro.study_run import CHILD, ERROR_FILE, RESULT_FILE, child_main, run_child
+from nri_pyro.study_tables import (
+    EXTRA_METRICS,
+    OPTIONAL_METRICS,
+    TABLE_METRICS,
+    UNTRUSTED_K_SHARE,
+    AblationResult,
+    markdown_table,
+    summarize,
+    write_csv,
+)
+from nri_pyro.study_variants import Variant, check_seeds, parse_variant, parse_vary, variants
 
-# Held-out metrics in the table, in order: (key, label).
+# The public names of the study's parts, importable from here as before they moved out.
+__all__ = [
+    "CHILD",
+    "ERROR_FILE",
+    "EXTRA_METRICS",
+    "OPTIONAL_METRICS",
+    "RESULT_FILE",
+    "TABLE_METRICS",
+    "UNTRUSTED_K_SHARE",
+    "AblationResult",
+    "Study",
+    "Variant",
+    "ablate",
+    "child_main",
+    "markdown_table",
+    "parse_variant",
+    "parse_vary",
+    "run_child",
+    "summarize",
+    "variants",
+]
+
 logger = logging.getLogger(__name__)
 
-TABLE_METRICS = (
-    ("edge_accuracy", "edge acc"),
-    ("edge_auroc", "AUROC"),
-    ("edge_density", "density"),
-    ("mse_1", "MSE 1"),
-    ("mse_10", "MSE 10"),
-    ("mse_20", "MSE 20"),
-    ("elbo_loss", "-ELBO"),
-    ("log_evidence", "log evidence"),
-    ("pareto_k", "Pareto k"),
-    ("pareto_k_over_0.7", "k > 0.7"),
-)
-# Metrics in the table only where a run has them: switch-time detection, on data whose
-# graphs change over time (NaN where nothing was detected: no precision).
-OPTIONAL_METRICS = (
-    ("switch_precision", "switch prec"),
-    ("switch_recall", "switch recall"),
-)
-# Summarized (results.csv) where present, not in the table.
-EXTRA_METRICS = ("learned_edge_freq", "switches_true", "switches_detected")
-# The table marks a log evidence (†) when more than this share of trajectories has k > 0.7.
-UNTRUSTED_K_SHARE = 0.1
-RESULT_FILE = "result.json"
-# A run's process: a fresh interpreter that imports this module (not ``-m``, which would
-# run it a second time beside the package's import of it).
-CHILD = "import sys; from nri_pyro.ablate import child_main; sys.exit(child_main(sys.argv[1]))"
-ERROR_FILE = "error.json"
-
-
-@dataclass
-class Variant:
-    """One run configuration of a study: ``settings`` {key: value}, the varied values of one
-    combination; for an explicit variant (``--variant``) also its ``name`` and its own
-    overrides ``fixed`` {key: value}, applied with them."""
-
-    settings: dict[str, Any]
-    name: str | None = None
-    fixed: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        parts = [] if self.name is None else [self.name]
-        return ", ".join(parts + [f"{k}={_show(v)}" for k, v in self.settings.items()])
-
-    @property
-    def all_settings(self) -> dict[str, Any]:
-        """Every override of this variant: its own, then the varied values."""
-        return {**self.fixed, **self.settings}
-
-    @property
-    def overrides(self) -> list[str]:
-        """The spec overrides (``--set`` form); data settings (``data.*``) are not among
-        them: they choose the data the variant trains on (:attr:`data_settings`)."""
-        return [f"{k}={json.dumps(v)}" for k, v in self.all_settings.items() if not is_data_key(k)]
-
-    @property
-    def data_settings(self) -> dict[str, Any]:
-        """The data settings of this variant, {"data.train": 50, ...} (:mod:`nri_pyro.
-        study_data`); empty where it trains on the study's data as they are."""
-        return {k: v for k, v in self.all_settings.items() if is_data_key(k)}
-
-    @property
-    def spec_label(self) -> str:
-        """The label without the data settings: what one line of a figure against a data
-        setting stands for (one per prior); "base" for a variant of data settings alone."""
-        parts = [] if self.name is None else [self.name]
-        parts += [f"{k}={_show(v)}" for k, v in self.settings.items() if not is_data_key(k)]
-        return ", ".join(parts) or "base"
-
-    @property
-    def slug(self) -> str:
-        parts = [] if self.name is None else [self.name]
-        parts += [f"{k}-{_show(v)}" for k, v in self.settings.items()]
-        text = "_".join(parts) or "base"
-        return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def parse_variant(text: str) -> Variant:
-    """``"LABEL: key=value key=value"`` -> an explicit variant: its label and overrides.
-
-    The overrides are split like a shell line (quote a value with spaces:
-    ``graph.dynamic='{window: 7}'``) and parsed as ``--set`` values are (YAML). A variant
-    with no overrides (``"static:"``) is the specs as given."""
-    label, sep, body = text.partition(":")
-    label = label.strip()
-    if not sep or not label or "=" in label:
-        raise ValueError(
-            f"--variant expects 'LABEL: key=value key=value ...' (a label, a colon, then "
-            f"overrides), got {text!r}"
-        )
-    try:
-        items = shlex.split(body)
-    except ValueError as err:
-        raise ValueError(f"--variant {label!r}: {err} in {body.strip()!r}") from None
-    fixed: dict[str, Any] = {}
-    for item in items:
-        key, eq, _ = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"--variant {label!r}: expected key=value, got {item!r}")
-        path, value = parse_override(item)
-        key = ".".join(path)
-        if key in fixed:
-            raise ValueError(f"--variant {label!r} sets {key!r} twice")
-        fixed[key] = value
-    return Variant({}, name=label, fixed=fixed)
-
-
-def parse_vary(texts: Sequence[str]) -> list[tuple[str, list[Any]]]:
-    """``key=v1,v2,...`` -> (key, [v1, v2, ...]); values are YAML, commas inside brackets
-    belong to one value (``prior.probs=[0.9,0.1],[0.5,0.5]``)."""
-    out: list[tuple[str, list[Any]]] = []
-    for text in texts:
-        key, sep, values = text.partition("=")
-        if not sep or not key.strip() or not values.strip():
-            raise ValueError(f"--vary expects key=value1,value2,..., got {text!r}")
-        parts = _split_top_level(values)
-        parsed = [parse_override(f"{key}={part}")[1] for part in parts]
-        if len(set(map(json.dumps, parsed))) != len(parsed):
-            raise ValueError(f"--vary {text!r} repeats a value")
-        if any(key.strip() == k for k, _ in out):
-            raise ValueError(f"--vary names {key.strip()!r} twice")
-        out.append((key.strip(), parsed))
-    return out
-
-
-def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{"
-        depth -= char in "]}"
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    if any(not p for p in parts):
-        raise ValueError(f"--vary has an empty value in {text!r}")
-    return parts
-
-
-def variants(
-    vary: Sequence[tuple[str, list[Any]]], explicit: Sequence[Variant] = ()
-) -> list[Variant]:
-    """Every combination of the varied values, in the order given; with ``explicit``
-    variants, each of them with every combination (a key may not be in both)."""
-    keys = [k for k, _ in vary]
-    combos = [
-        dict(zip(keys, combo, strict=True))
-        for combo in itertools.product(*(values for _, values in vary))
-    ]
-    if not explicit:
-        return [Variant(settings) for settings in combos]
-    labels = [v.name for v in explicit]
-    for name in labels:
-        if labels.count(name) > 1:
-            raise ValueError(f"two variants are labelled {name!r}; give each its own label")
-    for variant in explicit:
-        both = sorted(set(variant.fixed) & set(keys))
-        if both:
-            raise ValueError(
-                f"--variant {variant.name!r} sets {', '.join(both)}, which --vary also varies: "
-                "set a key in one place"
-            )
-    return [
-        Variant(dict(settings), name=v.name, fixed=dict(v.fixed))
-        for v in explicit
-        for settings in combos
-    ]
-
-
 _combine = variants  # Study.__init__'s own argument is named `variants`
-
-
-@dataclass
-class AblationResult:
-    """A study's table: one row per variant (mean and std over seeds) and one per run."""
-
-    variants: list[dict[str, Any]]
-    runs: list[dict[str, Any]]
-    out: Path
-    figures: list[Path] = field(default_factory=list)
-
-    def to_markdown(self) -> str:
-        return markdown_table(self.variants)
-
-    def _repr_markdown_(self) -> str:
-        return self.to_markdown()
-
-    def __str__(self) -> str:
-        return self.to_markdown()
 
 
 class Study:
@@ -331,7 +168,7 @@ class Study:
         from nri_pyro.devices import resolve_device
 
         self.out = Path(out)
-        self.seeds = _check_seeds(seeds)
+        self.seeds = check_seeds(seeds)
         # One setting may come as a string: one item, not a sequence of characters.
         vary, variants, overrides, imports = (
             [x] if isinstance(x, str) else x for x in (vary, variants, overrides, imports)
@@ -392,7 +229,7 @@ class Study:
                 preset.check_data(train_data, f"the data in {self.data}")
         train_settings = {} if preset is None else preset.train
         features = None if preset is None else preset.data.get("features")
-        shape = _data_shape(preset, train_data, features)
+        shape = data_shape(preset, train_data, features)
         resolve_device(device)
         # Every combination is resolved now, and its model and guide built for the data's
         # shape: a key or value that does not fit (or settings that do not fit together,
@@ -404,7 +241,7 @@ class Study:
                 assert preset is not None
                 data_settings = self.data_settings[self.variant_data[variant.slug]]
                 own = dataclasses.replace(preset, data=data_settings)
-                shape = _data_shape(own, None, features)
+                shape = data_shape(own, None, features)
             try:
                 model, guide, train = resolve_specs(
                     model_spec, guide_spec, [*overrides, *variant.overrides], train_settings
@@ -497,7 +334,7 @@ class Study:
         }
         # What the runs were trained on: the settings of the data the study simulates, or a
         # digest of the files of the folder given (simulated again in place: other values).
-        plan["data_source"] = _data_source(self.preset, self.data)
+        plan["data_source"] = data_source(self.preset, self.data)
         if self.data_settings:  # and the settings of each data setting it simulates
             plan["data_source"]["varied"] = self.data_settings
         path = self.out / "study.json"
@@ -631,8 +468,8 @@ class Study:
         for row, variant in zip(rows, self.variants, strict=True):
             row["settings"] = variant.all_settings
         atomic_write_text(self.out / "results.md", markdown_table(rows) + "\n")
-        _write_csv(self.out / "results.csv", rows)
-        _write_csv(self.out / "runs.csv", runs)
+        write_csv(self.out / "results.csv", rows)
+        write_csv(self.out / "runs.csv", runs)
         figures = self._figures(rows)
         logger.info(markdown_table(rows))
         logger.info(f"table: {self.out / 'results.md'} (and results.csv, runs.csv); figures in "
@@ -717,158 +554,6 @@ def _describe_differences(differ: list[tuple[str, Any, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _check_seeds(seeds: Any) -> list[int]:
-    """The seeds of a study: ``seeds`` seeds from 0 (a count), or the list given (distinct
-    whole numbers >= 0: a seed given twice would count one run twice in the table)."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ValueError(f"seeds must be at least 1 (a count of seeds), got {seeds}")
-        return list(range(seeds))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
-        raise ValueError(
-            f"seeds must be a count (a whole number >= 1) or a list of seeds such as [0, 1], "
-            f"got {seeds!r}"
-        )
-    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
-    if not seeds or bad:
-        raise ValueError(
-            f"seeds must be a non-empty list of whole numbers >= 0, got {list(seeds)!r}"
-        )
-    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
-    if repeated:
-        raise ValueError(
-            f"seeds {list(seeds)} name seed(s) {', '.join(map(str, repeated))} more than "
-            "once: each would count one run twice in the table; give distinct seeds"
-        )
-    return list(seeds)
-
-
-def _data_source(preset: Preset | None, data: Path | None) -> dict[str, Any]:
-    """What a study's runs train on, as its study.json records it: the digest of the files
-    of the data folder given, or the data settings of the preset whose data it simulates."""
-    if data is not None:
-        return {"folder": str(data), "digest": folder_digest(data)}
-    assert preset is not None
-    return {"simulated": preset.data}
-
-
-def _data_shape(
-    preset: Preset | None, train: Any, features: Sequence[str] | None
-) -> tuple[int, int, int] | None:
-    """[N, T, D] of the training data (given, or the preset's to simulate); None if unknown."""
-    from nri_pyro.data.systems import get_system
-
-    if train is not None:
-        n, t, d = train.num_objects, train.num_frames, train.num_features
-    elif preset is not None:
-        system = get_system(preset.system)
-        n, t = preset.num_objects, preset.data.get("frames") or system.train_frames
-        d = len(system.feature_names)
-    else:
-        return None
-    return n, t, len(features) if features else d
-
-
-def summarize(runs: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Per variant: runs finished, failed, and mean / std over seeds of every metric (NaN
-    values, e.g. the switch precision of a run that detected no switch, left out; NaN
-    where no run has a value). Optional metrics (:data:`OPTIONAL_METRICS`,
-    :data:`EXTRA_METRICS`) only where some run has them."""
-    optional = [k for k, _ in OPTIONAL_METRICS] + [k for k in EXTRA_METRICS]
-    present = [k for k in optional if any(k in r for r in runs if r["status"] == "ok")]
-    rows = []
-    for label in labels:
-        mine = [r for r in runs if r["variant"] == label]
-        ok = [r for r in mine if r["status"] == "ok"]
-        row: dict[str, Any] = {
-            "variant": label,
-            "runs": len(ok),
-            "failed": sum(r["status"].startswith("failed") for r in mine),
-            "not_run": sum(r["status"] == "not run" for r in mine),
-        }
-        errors = [r["status"][len("failed: ") :] for r in mine if r["status"].startswith("failed")]
-        if errors:
-            row["errors"] = "; ".join(sorted(set(errors)))
-        keys = [k for k, _ in TABLE_METRICS] + ["learned_edge_freq"]
-        keys += [k for k in present if k not in keys]
-        for key in keys:
-            values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
-            values = [v for v in values if not math.isnan(v)]
-            if not values:
-                row[f"{key}_mean"] = row[f"{key}_std"] = math.nan
-                continue
-            mean = sum(values) / len(values)
-            spread = [(v - mean) ** 2 for v in values if math.isfinite(v)]
-            var = sum(spread) / (len(values) - 1) if len(values) > 1 and math.isfinite(mean) else 0
-            row[f"{key}_mean"], row[f"{key}_std"] = mean, math.sqrt(var)
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The variant table: mean ± std over seeds, failed runs counted; the switch-time
-    metrics where a row has them ("—" where no run has a value); the data settings
-    (``data.*`` columns of a study that varies its data) after the label."""
-    metrics = list(TABLE_METRICS) + [
-        (key, label) for key, label in OPTIONAL_METRICS if any(f"{key}_mean" in r for r in rows)
-    ]
-    data_columns = list(dict.fromkeys(k for r in rows for k in r if k.startswith(DATA_PREFIX)))
-    header = ["variant", *data_columns, "runs"] + [label for _, label in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        runs = f"{row['runs']}"
-        if row.get("failed"):
-            runs += f" ({row['failed']} failed)"
-        if row.get("not_run"):
-            runs += f" ({row['not_run']} not run)"
-        cells = [row["variant"], *(_show(row.get(key, "")) for key in data_columns), runs]
-        for key, _ in metrics:
-            mean = row.get(f"{key}_mean", math.nan)
-            cells.append("—" if math.isnan(mean) else f"{_fmt(mean)} ± {_fmt(row[f'{key}_std'])}")
-            if key == "log_evidence" and _untrusted(row):
-                cells[-1] += " †"
-        lines.append("| " + " | ".join(cells) + " |")
-    if any(_untrusted(row) for row in rows):
-        lines.append(
-            f"\n† more than {UNTRUSTED_K_SHARE:.0%} of held-out trajectories have Pareto k > 0.7: "
-            f"that log evidence cannot be trusted, nor compared"
-        )
-    failed = [r for r in rows if r.get("errors")]
-    for row in failed:
-        lines.append(f"\nFailed runs of {row['variant']}: {row['errors']}")
-    return "\n".join(lines)
-
-
-def _untrusted(row: dict[str, Any]) -> bool:
-    """Whether a row's log evidence rests on too many heavy-tailed estimates."""
-    return row.get("pareto_k_over_0.7_mean", math.nan) > UNTRUSTED_K_SHARE
-
-
-def _fmt(value: float) -> str:
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _cell(v) for k, v in row.items()})
-
-    atomic_write(path, write)
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, dict) else value
-
-
 def _save_figure(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
 
@@ -878,68 +563,3 @@ def ablate(*args: Any, **kwargs: Any) -> AblationResult:
     """Run (or resume) a study and return its table: ``Study(*args, **kwargs).run()``; the
     arguments are :class:`Study`'s (see the module docstring)."""
     return Study(*args, **kwargs).run()
-
-
-# --- one run, in its own process ------------------------------------------------------
-
-
-def run_child(run_dir: Path) -> None:
-    """Train (or resume) one run of a study and write its held-out metrics atomically."""
-    import importlib
-
-    from nri_pyro.api import NRI
-    from nri_pyro.data.dataset import prepare
-    from nri_pyro.data.io import load_dataset
-    from nri_pyro.evidence import held_out_log_evidence
-
-    config = json.loads((run_dir / "run.json").read_text())
-    torch.set_num_threads(config["threads"])
-    for module in config.get("imports", []):
-        importlib.import_module(module)
-    splits = load_dataset(config["data"])
-    if "train" not in splits:
-        raise ValueError(f"{config['data']} has no training split")
-    held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
-    if held_out is None:
-        raise ValueError(f"{config['data']} has no test or validation split to evaluate on")
-    nri = NRI(
-        config["model_spec"], config["guide_spec"], device=config["device"],
-        features=config.get("features"), **{**config["train"], "progress": False},
-    )  # fmt: skip
-    train_dir = run_dir / "train"
-    resume = (train_dir / "checkpoint_last.pt").exists()
-    nri.fit(splits["train"], splits.get("valid"), out=train_dir, resume=resume,
-            held_out={held_out: splits[held_out]})  # fmt: skip
-    metrics = nri.evaluate(splits[held_out])
-    x, _ = prepare(splits[held_out], nri.normalizer)
-    # log_evidence (mean per trajectory), pareto_k (the median k-hat), pareto_k_over_0.7 and
-    # evidence_method: exact where the graphs are few, else the "local" estimator.
-    evidence = held_out_log_evidence(
-        nri.model, nri.guide, x, num_samples=config["evidence_samples"], device=nri.device
-    )
-    metrics.update(evidence.summary())
-    posterior = getattr(nri.guide.prior_guide, "posterior", None)
-    if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge" (type != 0)
-        with eval_mode(nri.guide):
-            metrics["learned_edge_freq"] = float(1 - posterior().mean[0])
-    result = {"metrics": metrics, "held_out": held_out, "settings": config["settings"]}
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
-    (run_dir / "specs.yaml").write_text(
-        yaml.safe_dump({"model": nri.model_spec, "guide": nri.guide_spec}, sort_keys=False)
-    )
-
-
-def child_main(run_dir: str | Path) -> int:
-    """Run one study run (see :func:`run_child`); write its error and return 1 on failure."""
-    run_dir = Path(run_dir)
-    log_to()  # per-epoch lines into the run's log.txt
-    try:
-        run_child(run_dir)
-    except Exception as err:
-        import traceback
-
-        traceback.print_exc()
-        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        atomic_write_text(run_dir / ERROR_FILE, json.dumps({"error": message}) + "\n")
-        return 1
-    return 0

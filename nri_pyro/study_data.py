@@ -1,4 +1,5 @@
-"""The data settings of a study: ``data.*`` keys that vary the data a preset simulates.
+"""The data of a study: ``data.*`` keys that vary the data a preset simulates, and the
+record (:func:`data_source`) and shape (:func:`data_shape`) of what its runs train on.
 
 A study (:mod:`nri_pyro.ablate`) may vary the preset's data beside its specs:
 ``data.train`` (training trajectories), ``data.valid``, ``data.test``, ``data.frames`` (the
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from nri_pyro.data.systems import get_system
+from nri_pyro.folders import folder_digest
 from nri_pyro.presets import Preset, check_data_settings
 
 DATA_PREFIX = "data."
@@ -120,3 +122,27 @@ def data_slug(data: Mapping[str, Any], keys: Sequence[str]) -> str:
     that two settings share a folder exactly when they simulate the same data."""
     text = "_".join(f"{key.removeprefix(DATA_PREFIX)}-{data_value(data, key)}" for key in keys)
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text or "preset")
+
+
+def data_source(preset: Preset | None, data: Path | None) -> dict[str, Any]:
+    """What a study's runs train on, as its study.json records it: the digest of the files
+    of the data folder given, or the data settings of the preset whose data it simulates."""
+    if data is not None:
+        return {"folder": str(data), "digest": folder_digest(data)}
+    assert preset is not None
+    return {"simulated": preset.data}
+
+
+def data_shape(
+    preset: Preset | None, train: Any, features: Sequence[str] | None
+) -> tuple[int, int, int] | None:
+    """[N, T, D] of the training data (given, or the preset's to simulate); None if unknown."""
+    if train is not None:
+        n, t, d = train.num_objects, train.num_frames, train.num_features
+    elif preset is not None:
+        system = get_system(preset.system)
+        n, t = preset.num_objects, preset.data.get("frames") or system.train_frames
+        d = len(system.feature_names)
+    else:
+        return None
+    return n, t, len(features) if features else d
