@@ -109,10 +109,18 @@ def noise_variance_start(noise: float = 0.05, density: float = SPARSE) -> float:
     return float(noise_variance(noise, normalizer, train.num_features).mean())
 
 
-def calibrated() -> dict:
+# The regimes whose variance is set from the noise: their training trajectories.
+CALIBRATED = {"calibrated": 200, "calibrated-1000": 1000}
+
+
+def calibrated(train: int) -> dict:
+    """The ``noisy`` regime with ``train`` trajectories and the variance from the noise."""
     variance = noise_variance_start()
+    vary = [f"data.train={train}" if v.startswith("data.train=") else v
+            for v in REGIMES["noisy"]["vary"]]  # fmt: skip
     return {
         **REGIMES["noisy"],
+        "vary": vary,
         "overrides": [
             *NETWORK, "likelihood.learn_variance=true", "likelihood.per_feature=true",
             f"likelihood.variance={variance:.6g}",
@@ -123,7 +131,7 @@ def calibrated() -> dict:
 def run(regimes: list[str], out: Path, seeds: int, jobs: int) -> None:
     nri_pyro.log_to()
     for name in regimes:
-        spec = calibrated() if name == "calibrated" else REGIMES[name]
+        spec = calibrated(CALIBRATED[name]) if name in CALIBRATED else REGIMES[name]
         start = time.perf_counter()
         nri_pyro.ablate(
             spec["vary"], variants=spec["variants"], out=out / name, preset=BASE,
@@ -218,11 +226,13 @@ REGIME_TITLES = {
     "noisy": "Sparse graphs, observation noise 0.05, learned likelihood variance",
     "calibrated": "Sparse graphs, observation noise 0.05, variance started at the noise's "
     "and learned per feature",
+    "calibrated-1000": "The same, with 1,000 training trajectories",
     "half": "Half of the pairs interact, no observation noise",
 }
 
 
-TRUE_DENSITY = {"sparse": SPARSE, "noisy": SPARSE, "calibrated": SPARSE, "half": HALF}
+TRUE_DENSITY = {"sparse": SPARSE, "noisy": SPARSE, "calibrated": SPARSE,
+                "calibrated-1000": SPARSE, "half": HALF}  # fmt: skip
 
 
 def figures(out: Path, folder: Path) -> list[str]:
@@ -430,7 +440,7 @@ def report(out: Path, path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "regimes", nargs="*", help=f"of {', '.join([*REGIMES, 'calibrated'])} (default: all)"
+        "regimes", nargs="*", help=f"of {', '.join([*REGIMES, *CALIBRATED])} (default: all)"
     )
     parser.add_argument("--out", type=Path, default=Path("priors-study"))
     parser.add_argument("--seeds", type=int, default=3)
@@ -440,14 +450,14 @@ def main(argv: list[str] | None = None) -> int:
         help="write the report (default docs/priors.md) from the runs so far; train nothing",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    unknown = [r for r in args.regimes if r not in REGIMES and r != "calibrated"]
+    unknown = [r for r in args.regimes if r not in REGIMES and r not in CALIBRATED]
     if unknown:
         parser.error(f"unknown regime(s) {', '.join(unknown)}; valid: {', '.join(REGIMES)}")
     if args.report is not None:
         print(report(args.out, args.report))
         return 0
     try:
-        run(args.regimes or [*REGIMES, "calibrated"], args.out, args.seeds, args.jobs)
+        run(args.regimes or [*REGIMES, *CALIBRATED], args.out, args.seeds, args.jobs)
     except KeyboardInterrupt:
         print("priors_study: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
