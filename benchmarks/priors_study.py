@@ -235,10 +235,20 @@ TRUE_DENSITY = {"sparse": SPARSE, "noisy": SPARSE, "calibrated": SPARSE,
                 "calibrated-1000": SPARSE, "half": HALF}  # fmt: skip
 
 
-def figures(out: Path, folder: Path) -> list[str]:
+def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Label a report figure's one panel and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def figures(out: Path, folder: Path, finished: dict[str, list[dict[str, str]]]) -> list[str]:
     """The report's figures, in ``folder`` (markdown image lines): accuracy against training
     trajectories (the sparse study's own figure), the Dirichlet prior's learned density
-    against the truth, and the held-out evidence against accuracy, run by run."""
+    against the truth, and the held-out evidence against accuracy, run by run
+    (``finished``: each regime's finished runs)."""
     import shutil
 
     from matplotlib.figure import Figure
@@ -252,8 +262,7 @@ def figures(out: Path, folder: Path) -> list[str]:
                      "(figures/priors_accuracy_against_train.png)")  # fmt: skip
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
-    for i, name in enumerate(REGIME_TITLES):
-        runs = [r for r in read_runs(out, name) if r["status"] == "ok"]
+    for i, (name, runs) in enumerate(finished.items()):
         learned = [(int(float(r["data.train"])), _number(r, "learned_edge_freq")) for r in runs
                    if r["spec_variant"] == "dirichlet"]  # fmt: skip
         if learned:
@@ -261,16 +270,15 @@ def figures(out: Path, folder: Path) -> list[str]:
                        label=f"{name} (truth {TRUE_DENSITY[name]:g})", color=f"C{i}")  # fmt: skip
             ax.axhline(TRUE_DENSITY[name], color=f"C{i}", ls="--", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("training trajectories")
-    ax.set_ylabel("learned edge frequency")
-    ax.set_title("Dirichlet prior: learned density (points) against the truth (dashed)")
-    ax.legend(fontsize=7)
-    fig.savefig(folder / "priors_learned_density.png", dpi=120, bbox_inches="tight")
+    _finish(
+        fig, ax, folder / "priors_learned_density.png", xlabel="training trajectories",
+        ylabel="learned edge frequency",
+        title="Dirichlet prior: learned density (points) against the truth (dashed)",
+    )  # fmt: skip
     lines.append("![learned density against the truth](figures/priors_learned_density.png)")
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
-    for i, name in enumerate(REGIME_TITLES):
-        runs = [r for r in read_runs(out, name) if r["status"] == "ok"]
+    for i, (name, runs) in enumerate(finished.items()):
         for trusted, marker in ((True, "o"), (False, "x")):
             pick = [r for r in runs if (_number(r, "pareto_k_over_0.7") <= 0.1) == trusted]
             if pick:
@@ -279,11 +287,9 @@ def figures(out: Path, folder: Path) -> list[str]:
                            [_number(r, "log_evidence") for r in pick], marker=marker,
                            color=f"C{i}", label=label)  # fmt: skip
     ax.set_yscale("symlog")
-    ax.set_xlabel("held-out edge accuracy")
-    ax.set_ylabel("held-out log evidence per trajectory")
-    ax.set_title("Evidence against accuracy, one point per run")
-    ax.legend(fontsize=7)
-    fig.savefig(folder / "priors_evidence_against_accuracy.png", dpi=120, bbox_inches="tight")
+    _finish(fig, ax, folder / "priors_evidence_against_accuracy.png",
+            xlabel="held-out edge accuracy", ylabel="held-out log evidence per trajectory",
+            title="Evidence against accuracy, one point per run")  # fmt: skip
     lines.append("![evidence against accuracy](figures/priors_evidence_against_accuracy.png)")
     return lines
 
@@ -313,9 +319,11 @@ def report(out: Path, path: Path) -> str:
         "training seed).",
         "",
     ]
+    every = {name: read_runs(out, name) for name in REGIME_TITLES}  # each folder read once
+    finished = {name: [r for r in runs if r["status"] == "ok"] for name, runs in every.items()}
     effects = []
     for name, title in REGIME_TITLES.items():
-        runs = read_runs(out, name)
+        runs = every[name]
         done = sum(r["status"] == "ok" for r in runs)
         lines += [f"## {title}", "", f"{done} of {len(runs)} runs finished.", ""]
         if not done:
@@ -337,7 +345,7 @@ def report(out: Path, path: Path) -> str:
             if row["prior"] != "uniform" and math.isfinite(mean):
                 effects.append((name, row["train"], row["prior"], mean, sd, row))
         lines.append("")
-    lines += ["## Figures", "", *figures(out, path.parent / "figures"), ""]
+    lines += ["## Figures", "", *figures(out, path.parent / "figures", finished), ""]
     lines += ["## Why the prior moves so little: the two terms' sizes", ""]
     # The most the prior can change the ELBO of one trajectory: every ordered pair's KL
     # against sparse(0.85) instead of uniform differs by at most max |log(p / 0.5)|.
@@ -350,7 +358,7 @@ def report(out: Path, path: Path) -> str:
     )
     lines.append("")
     for name in REGIME_TITLES:
-        nll = [5 * _number(r, "nll") for r in read_runs(out, name) if r["status"] == "ok"]
+        nll = [5 * _number(r, "nll") for r in finished[name]]
         mean, _ = _mean_sd(nll)
         if math.isfinite(mean):
             lines.append(
@@ -389,7 +397,7 @@ def report(out: Path, path: Path) -> str:
     lines += ["", "Evidence ranking of the matched against the mismatched sparse prior "
               "(seeds where the matched prior's held-out evidence is higher):", ""]  # fmt: skip
     for name in REGIME_TITLES:
-        ok = [r for r in read_runs(out, name) if r["status"] == "ok"]
+        ok = finished[name]
         for size in sorted({int(float(r["data.train"])) for r in ok}):
             pick = {p: {r["seed"]: r for r in ok if r["spec_variant"] == p
                         and int(float(r["data.train"])) == size}

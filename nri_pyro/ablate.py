@@ -364,17 +364,9 @@ class Study:
     def _data(self) -> Path:
         if self.data is not None:
             return self.data
-        from nri_pyro.data.io import save_dataset
-
         assert self.preset is not None
         folder = self.out / "data"
-        if not (folder / "meta.json").exists():
-            d = self.preset.data
-            logger.info(
-                f"no data given: simulating preset {self.preset.name}'s {d['system']} with "
-                f"{d['objects']} objects ({d['train']} / {d['valid']} / {d['test']}) into {folder}"
-            )
-            save_dataset(folder, simulate_preset(self.preset), overwrite=True)
+        _simulate_once(self.preset, folder, f"no data given: preset {self.preset.name}")
         return folder
 
     def _data_folders(self, todo: Sequence[tuple[Variant, int]]) -> dict[str, Path]:
@@ -385,20 +377,12 @@ class Study:
             data = self._data()
             return {variant.slug: data for variant in self.variants}
         assert self.preset is not None
-        from nri_pyro.data.io import save_dataset
-
         folders = {slug: self.out / "data" / slug for slug in self.data_settings}
         needed = {self.variant_data[variant.slug] for variant, _ in todo}
         for slug, folder in folders.items():
-            if slug not in needed or (folder / "meta.json").exists():
-                continue
-            d = self.data_settings[slug]
-            logger.info(
-                f"data setting {slug}: simulating {d['system']} with {d['objects']} objects "
-                f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
-            )
-            own = dataclasses.replace(self.preset, data=d)
-            save_dataset(folder, simulate_preset(own), overwrite=True)
+            if slug in needed:
+                own = dataclasses.replace(self.preset, data=self.data_settings[slug])
+                _simulate_once(own, folder, f"data setting {slug}")
         return {v.slug: folders[self.variant_data[v.slug]] for v in self.variants}
 
     def _run_one(self, variant: Variant, seed: int, data: Path, threads: int) -> str:
@@ -556,6 +540,21 @@ def _describe_differences(differ: list[tuple[str, Any, Any]]) -> str:
 
 def _save_figure(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
+
+
+def _simulate_once(preset: Preset, folder: Path, what: str) -> None:
+    """Simulate ``preset``'s data into ``folder`` unless a finished dataset is there (a
+    rerun reuses it), saying so in one log line that starts with ``what``."""
+    from nri_pyro.data.io import save_dataset
+
+    if (folder / "meta.json").exists():
+        return
+    d = preset.data
+    logger.info(
+        f"{what}: simulating {d['system']} with {d['objects']} objects "
+        f"({d['train']} / {d['valid']} / {d['test']}) into {folder}"
+    )
+    save_dataset(folder, simulate_preset(preset), overwrite=True)
 
 
 @forwarding(Study)

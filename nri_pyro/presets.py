@@ -265,6 +265,17 @@ def load_preset(name_or_path: str | Path) -> Preset:
     )
 
 
+def split_frames(data: Mapping[str, Any], split: str) -> int:
+    """Frames per trajectory of a split of a resolved data section: ``test_frames`` for the
+    test split and ``frames`` for the others, else the system's defaults (49, and 99 for
+    test, for the paper's systems)."""
+    frames = data["test_frames"] if split == "test" else data["frames"]
+    if frames is not None:
+        return frames
+    system = get_system(data["system"])
+    return system.test_frames if split == "test" else system.train_frames
+
+
 def simulate_preset(
     preset: str | Path | Preset,
     *,
@@ -288,11 +299,9 @@ def simulate_preset(
     for split in splits:
         if not d[split]:
             continue
-        frames = d["test_frames"] if split == "test" else d["frames"]
-        if frames is None:
-            frames = system.test_frames if split == "test" else system.train_frames
         out[split] = simulate(
-            d["system"], d[split], d["objects"], frames, seed=d["seed"], split=split,
+            d["system"], d[split], d["objects"], split_frames(d, split), seed=d["seed"],
+            split=split,
             device=device, progress=progress, **d["params"],
         )  # fmt: skip
     if "train" in out and system.norm_groups:

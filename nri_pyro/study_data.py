@@ -35,7 +35,7 @@ from typing import Any
 
 from nri_pyro.data.systems import get_system
 from nri_pyro.folders import folder_digest
-from nri_pyro.presets import Preset, check_data_settings
+from nri_pyro.presets import Preset, check_data_settings, split_frames
 
 DATA_PREFIX = "data."
 # The keys of a preset's data section a study may vary (and data.params.NAME); the system
@@ -106,14 +106,12 @@ def data_with(preset: Preset, changes: Mapping[str, Any], where: str) -> dict[st
 def data_value(data: Mapping[str, Any], key: str) -> Any:
     """The value of data key ``key`` in a resolved data section: the system's default where
     the section leaves it to the system (a physical parameter, ``frames: null``)."""
-    system = get_system(data["system"])
     path = key.split(".")[1:]
     if path[0] == "params":
-        return getattr(system.params(data["params"]), path[1])
-    value = data[path[0]]
-    if value is None and path[0] in ("frames", "test_frames"):
-        return system.test_frames if path[0] == "test_frames" else system.train_frames
-    return value
+        return getattr(get_system(data["system"]).params(data["params"]), path[1])
+    if path[0] in ("frames", "test_frames"):
+        return split_frames(data, "test" if path[0] == "test_frames" else "train")
+    return data[path[0]]
 
 
 def data_slug(data: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -140,9 +138,8 @@ def data_shape(
     if train is not None:
         n, t, d = train.num_objects, train.num_frames, train.num_features
     elif preset is not None:
-        system = get_system(preset.system)
-        n, t = preset.num_objects, preset.data.get("frames") or system.train_frames
-        d = len(system.feature_names)
+        n, t = preset.num_objects, split_frames(preset.data, "train")
+        d = len(get_system(preset.system).feature_names)
     else:
         return None
     return n, t, len(features) if features else d
