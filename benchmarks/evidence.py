@@ -57,6 +57,8 @@ CANDIDATES = (
     ("mixture", 64),
     ("stratified", 64),
     ("local", 64),
+    ("annealed", 32),
+    ("annealed", 64),
 )
 
 

@@ -135,7 +135,14 @@ class Study:
         epochs: shorthand for the override ``train.epochs=N``.
         device: where every run trains.
         jobs: runs at once, each in its own process.
-        evidence_samples: importance samples per held-out trajectory for the log evidence.
+        evidence_samples: importance samples (or annealed chains) per held-out trajectory
+            for the log evidence.
+        evidence_method: how the held-out log evidence is computed
+            (:data:`nri_pyro.evidence.METHODS`; "auto": exact where the graphs are few,
+            else "local"; "annealed": annealed importance sampling, slower, whose Pareto k
+            is believable with a likelihood as broad as the data's noise).
+        evidence_trajectories: score the evidence on the first N held-out trajectories
+            only (default: all of them): the other metrics always use all of them.
         threads: torch threads per run (default: the cores shared among the jobs).
         imports: modules to import first, here and in every run (custom priors, encoders).
 
@@ -159,6 +166,8 @@ class Study:
         device: str = "cpu",
         jobs: int = 1,
         evidence_samples: int = 64,
+        evidence_method: str = "auto",
+        evidence_trajectories: int | None = None,
         threads: int | None = None,
         imports: Sequence[str] = (),
     ) -> None:
@@ -188,6 +197,20 @@ class Study:
                 f"evidence_samples must be an integer >= 32 (the Pareto-k fit needs a tail), "
                 f"got {evidence_samples!r}"
             )
+        from nri_pyro.evidence import METHODS
+
+        if evidence_method not in METHODS:
+            raise ValueError(
+                f"unknown evidence method {evidence_method!r}; valid methods: {', '.join(METHODS)}"
+            )
+        if evidence_trajectories is not None and (
+            not isinstance(evidence_trajectories, int) or evidence_trajectories < 1
+        ):
+            raise ValueError(
+                f"evidence_trajectories must be a positive integer (or None: all held-out "
+                f"trajectories), got {evidence_trajectories!r}"
+            )
+        self.evidence_method, self.evidence_trajectories = evidence_method, evidence_trajectories
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.threads = threads
@@ -331,6 +354,7 @@ class Study:
             "data": None if self.data is None else str(self.data),
             "configs": self.configs,
             "evidence_samples": self.evidence_samples,
+            **self._evidence_plan(),
         }
         # What the runs were trained on: the settings of the data the study simulates, or a
         # digest of the files of the folder given (simulated again in place: other values).
@@ -345,7 +369,9 @@ class Study:
                 before["data_source"] = plan["data_source"]
                 logger.info(f"{path} has no record of its data: recording them now")
                 atomic_write_text(path, json.dumps(before, indent=1) + "\n")
-            keys = [*plan, "variants"]  # "variants" only in the plans of studies with some
+            # "variants" and the evidence's method and trajectories only in the plans that
+            # have them (so the studies planned before them still resume)
+            keys = [*plan, "variants", "evidence_method", "evidence_trajectories"]
             # JSON both sides (tuples as lists), as study.json holds them
             same = json.loads(json.dumps({k: before.get(k) for k in keys}))
             now = json.loads(json.dumps({k: plan.get(k) for k in keys}))
@@ -360,6 +386,15 @@ class Study:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
+
+    def _evidence_plan(self) -> dict[str, Any]:
+        """The evidence settings a plan records where they are not the defaults."""
+        plan: dict[str, Any] = {}
+        if self.evidence_method != "auto":
+            plan["evidence_method"] = self.evidence_method
+        if self.evidence_trajectories is not None:
+            plan["evidence_trajectories"] = self.evidence_trajectories
+        return plan
 
     def _data(self) -> Path:
         if self.data is not None:
@@ -394,6 +429,8 @@ class Study:
             "data": str(data),
             "device": self.device,
             "evidence_samples": self.evidence_samples,
+            "evidence_method": self.evidence_method,
+            "evidence_trajectories": self.evidence_trajectories,
             "threads": threads,
             "imports": self.imports,
             "settings": variant.all_settings,

@@ -68,7 +68,9 @@ def evaluate(
     - edge_accuracy / edge_auroc / edge_density: posterior argmax against the true types,
       best relabelling over the whole set (type 0 fixed when skip-first anchors it);
     - nll: NRI's Gaussian NLL (no constant), summed over frames and features, per object,
-      of the multi-step predictions with hard edge samples; mse: their mean squared error;
+      of the multi-step predictions with hard edge samples (with a learned variance it
+      includes its log, which is then no constant: else a shrinking variance would make
+      a better fit look worse); mse: their mean squared error;
     - elbo_loss: the objective's negative ELBO of the whole set, per trajectory (global
       latents' terms counted once, not once per batch: the same for any batch size);
     - mse_1 .. mse_20: rollout error after k steps from frame 49, where T >= 70.
@@ -129,7 +131,10 @@ def evaluate(
             xt = xb[:, :, :frames]
             z = guide.sample_edges(xb)
             err = (model.predict(xt, z) - xt[:, :, 1:]).square()
-            totals["nll"] += float((err / (2 * variance.to(err))).sum()) / xt.shape[1]
+            nll = err / (2 * variance.to(err))
+            if model.learns_variance:  # the log variance is no constant then
+                nll = nll + 0.5 * variance.to(err).log()
+            totals["nll"] += float(nll.sum()) / xt.shape[1]
             totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
             # The ELBO of the whole set estimated from this batch (local sites scaled by
             # count / b, global ones once), weighted by the batch's share: the global

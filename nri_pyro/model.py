@@ -184,6 +184,11 @@ class NRIModel(PyroModule):
         return (self.min_variance + (2 * self.log_sigma).exp()).sqrt()
 
     @property
+    def learns_variance(self) -> bool:
+        """Whether the likelihood's variance is learned (``likelihood.learn_variance``)."""
+        return isinstance(self.log_sigma, nn.Parameter)
+
+    @property
     def dynamic(self) -> bool:
         """Whether the graph changes over time (``graph.dynamic``): edges per window."""
         return self.structure.window is not None

@@ -54,11 +54,14 @@ def run_child(run_dir: Path) -> None:
     metrics = nri.evaluate(splits[held_out])
     x, _ = prepare(splits[held_out], nri.normalizer)
     # log_evidence (mean per trajectory), pareto_k (the median k-hat), pareto_k_over_0.7 and
-    # evidence_method: exact where the graphs are few, else the "local" estimator.
+    # evidence_method: by default exact where the graphs are few, else "local".
     evidence = held_out_log_evidence(
-        nri.model, nri.guide, x, num_samples=config["evidence_samples"], device=nri.device
-    )
+        nri.model, nri.guide, x[: config.get("evidence_trajectories")],
+        method=config.get("evidence_method", "auto"), num_samples=config["evidence_samples"],
+        device=nri.device,
+    )  # fmt: skip
     metrics.update(evidence.summary())
+    metrics["evidence_trajectories"] = int(evidence.log_evidence.numel())
     posterior = getattr(nri.guide.prior_guide, "posterior", None)
     if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge" (type != 0)
         with eval_mode(nri.guide):

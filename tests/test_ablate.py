@@ -102,6 +102,29 @@ def test_a_different_study_in_the_same_folder_is_refused_naming_what_differs(tmp
     )
 
 
+def test_a_study_scores_the_evidence_as_asked_and_keeps_to_it_on_resume(tmp_path, data):
+    """--evidence-method and --evidence-trajectories reach the runs, are part of the plan
+    (a resume with others is refused) and are checked before anything runs."""
+    out = tmp_path / "study"
+    args = ["ablate", "--data", str(data), "--out", str(out), "--seeds", "1", "--epochs", "1",
+            "--vary", "prior.name=uniform", "--evidence-samples", "32",
+            "--evidence-method", "annealed", "--evidence-trajectories", "3"]  # fmt: skip
+    for item in TINY:
+        args += ["--set", item]
+    assert main(args) == 0
+    metrics = json.loads((out / "runs" / "prior.name-uniform" / "seed0" / "result.json")
+                         .read_text())["metrics"]  # fmt: skip
+    assert metrics["evidence_method"] == "annealed" and metrics["evidence_trajectories"] == 3
+    with pytest.raises(FileExistsError, match=r"evidence_method: 'annealed' there, None now"):
+        Study(["prior.name=uniform"], out=out, data=data, overrides=TINY,
+              evidence_samples=32, evidence_trajectories=3)._check_out()  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown evidence method 'best'; valid methods"):
+        Study(["prior.name=uniform"], out=tmp_path / "b", data=data, evidence_method="best")
+    with pytest.raises(ValueError, match=r"evidence_trajectories must be a positive integer"):
+        Study(["prior.name=uniform"], out=tmp_path / "c", data=data, evidence_trajectories=0)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
 def test_a_study_refuses_its_data_changed_in_place_or_in_the_preset(tmp_path):
     given = tmp_path / "data"
     save_dataset(given, {"train": simulate("springs", 16, num_objects=3, seed=0)})

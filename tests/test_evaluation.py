@@ -1,6 +1,8 @@
 """Evaluation and inference helpers: memory-safe batches, the ELBO of a held-out set, and
 the checkpoints they read."""
 
+import math
+
 import pytest
 import torch
 
@@ -132,3 +134,30 @@ def test_keys_a_caller_needs_are_checked_on_loading(tmp_path):
     assert set(load_checkpoint(path)) >= {"model_spec", "model_state", "data"}
     with pytest.raises(ValueError, match=r"model\.pt lacks epoch, optimizer"):
         load_checkpoint(path, require=("epoch", "optimizer"))
+
+
+def test_nll_with_a_learned_variance_is_lowest_where_the_variance_fits_the_errors(small_set):
+    """With a fixed variance nll is the paper's err / 2 sigma^2 (its constant dropped);
+    with a learned one it adds the log variance, no longer a constant: a variance that
+    fits the errors scores better than a wider one (without the log, wider always scored
+    better, and selecting the best epoch by nll kept the epoch before a learned variance
+    shrank: a calibrated run that learned its edges kept an epoch before it did)."""
+    x, edges = small_set
+    torch.manual_seed(0)
+    over = [*SMALL[:-1], "likelihood.learn_variance=true", "likelihood.variance=1.0"]
+    model, guide = build(None, None, x, overrides=over)
+    mse = evaluate(model, guide, x, edges)["mse"]
+    scores = {}
+    for scale in (10.0, 1.0):  # a variance ten times the errors, and one at their scale
+        with torch.no_grad():
+            model.log_sigma.fill_(0.5 * math.log(mse * scale - model.min_variance))
+        scores[scale] = evaluate(model, guide, x, edges)["nll"]
+    assert scores[1.0] < scores[10.0], scores
+    fixed, _ = build(None, None, x, overrides=[*SMALL[:-1], f"likelihood.variance={mse}"])
+    weights = {k: v for k, v in model.state_dict().items() if k != "log_sigma"}
+    fixed.load_state_dict(weights, strict=False)  # the same decoder, the variance its own
+    # At the same variance the learned one adds 0.5 log(variance) per element: frames - 1
+    # predicted frames times the features, per object.
+    gap = evaluate(model, guide, x, edges)["nll"] - evaluate(fixed, guide, x, edges)["nll"]
+    elements = (x.shape[2] - 1) * x.shape[3]
+    assert gap == pytest.approx(0.5 * math.log(mse) * elements, rel=1e-3)
