@@ -67,6 +67,7 @@ def evaluate(
 
     - edge_accuracy / edge_auroc / edge_density: posterior argmax against the true types,
       best relabelling over the whole set (type 0 fixed when skip-first anchors it);
+      no_edge_type: the learned type that this relabelling reads as "no edge";
     - nll: NRI's Gaussian NLL (no constant), summed over frames and features, per object,
       of the multi-step predictions with hard edge samples (with a learned variance it
       includes its log, which is then no constant: else a shrinking variance would make
@@ -152,6 +153,7 @@ def evaluate(
         metrics["edge_accuracy"] = accumulator.accuracy(anchor_first)
         metrics["edge_auroc"] = accumulator.auroc(anchor_first)
         metrics["edge_density"] = accumulator.density(anchor_first)
+        metrics["no_edge_type"] = accumulator.no_edge_label(anchor_first)
     if per_frame and edges.dim() == 3:
         true, detected, matched = (switch_counts[k] for k in switch_counts)
         metrics["switch_precision"] = matched / detected if detected else math.nan

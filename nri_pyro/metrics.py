@@ -176,7 +176,7 @@ class EdgeAccumulator:
 
     def density(self, anchor_first: bool = False) -> float:
         """Inferred edge density: fraction of edges predicted as a type that maps to true != 0."""
-        no_edge = self._no_edge_label(anchor_first)
+        no_edge = self.no_edge_label(anchor_first)
         predicted_no_edge = int(self._require_data()[:, no_edge].sum())
         return 1.0 - predicted_no_edge / self.count
 
@@ -186,13 +186,14 @@ class EdgeAccumulator:
         The score is 1 - p(label that the chosen relabelling maps to "no edge"); it is ranked
         as -p, which orders edges identically without the rounding of 1 - p.
         """
-        no_edge = self._no_edge_label(anchor_first)
+        no_edge = self.no_edge_label(anchor_first)
         self._probs = [torch.cat(self._probs)]
         self._present = [torch.cat(self._present)]
         scores = -self._probs[0][:, no_edge].double()
         return _mann_whitney_auroc(scores, self._present[0])
 
-    def _no_edge_label(self, anchor_first: bool) -> int:
+    def no_edge_label(self, anchor_first: bool = False) -> int:
+        """The predicted type that the best relabelling maps to "no edge" (true type 0)."""
         return self.permutation(anchor_first).index(0)
 
     def _require_data(self) -> Tensor:

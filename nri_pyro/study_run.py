@@ -63,9 +63,12 @@ def run_child(run_dir: Path) -> None:
     metrics.update(evidence.summary())
     metrics["evidence_trajectories"] = int(evidence.log_evidence.numel())
     posterior = getattr(nri.guide.prior_guide, "posterior", None)
-    if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge" (type != 0)
+    if posterior is not None:  # Dirichlet prior: the learned frequency of "any edge": of
+        # every type but the one the accuracy's relabelling reads as "no edge" (else a run
+        # whose learned types came out swapped would report one minus its density)
         with eval_mode(nri.guide):
-            metrics["learned_edge_freq"] = float(1 - posterior().mean[0])
+            no_edge = int(metrics.get("no_edge_type", 0))
+            metrics["learned_edge_freq"] = float(1 - posterior().mean[no_edge])
     result = {"metrics": metrics, "held_out": held_out, "settings": config["settings"]}
     atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
     (run_dir / "specs.yaml").write_text(

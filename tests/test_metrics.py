@@ -85,6 +85,8 @@ def test_swapped_labels_are_forgiven_unless_type_zero_is_anchored():
     acc.update(probs, true)
     assert acc.permutation() == (1, 0)
     assert acc.permutation(anchor_first=True) == (0, 1)
+    # The learned type read as "no edge" (a Dirichlet's learned density is of the others)
+    assert acc.no_edge_label() == 1 and acc.no_edge_label(anchor_first=True) == 0
 
 
 def test_three_types_find_a_cyclic_relabelling():
@@ -102,6 +104,7 @@ def test_three_types_find_a_cyclic_relabelling():
     # "No edge" is predicted label 1 (column sum 6) unanchored, label 0 (column sum 4) anchored.
     assert acc.density() == 10 / 16
     assert acc.density(anchor_first=True) == 12 / 16
+    assert acc.no_edge_label() == 1 and acc.no_edge_label(anchor_first=True) == 0
 
 
 def test_relabelling_is_chosen_over_the_whole_set_not_per_batch():
