@@ -25,12 +25,15 @@ import logging
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 import yaml
+from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
 from nri_pyro import distributed
@@ -121,7 +124,10 @@ class Trainer:
             compile_modules(model), compile_modules(guide)
         self.loss_fn = objective(config.objective)(model, guide)
         self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr)
+        # Fused Adam: one kernel for every parameter instead of about 20 operations each
+        # (the same update to float rounding; benchmarks/step_overhead.py counts them).
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=config.lr, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay
         )
@@ -269,7 +275,11 @@ class Trainer:
             batches, enabled=c.progress and self.writes, desc=f"epoch {epoch + 1}/{c.epochs}",
             leave=False,
         )  # fmt: skip
-        for batch in bar:
+        # Pyro's and torch's checks of every distribution's arguments, on the epoch's first
+        # step only (where they find a spec's mistakes; later steps' non-finite values are
+        # found by the loss check): they are about a tenth of a small step's operations.
+        checks = is_validation_enabled()
+        for i, batch in enumerate(bar):
             positions = order[batch]
             idx = positions if dp is None else dp.shard(positions)
             x = self.train_x[idx].to(self.device, non_blocking=True)
@@ -279,31 +289,50 @@ class Trainer:
                     "edges": self.train_edges[idx].to(self.device),
                     "edge_mask": self.train_mask[idx].to(self.device),
                 }
-            # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
-            try:
-                with distributed.stepping(dp, len(positions)), self._autocast():
-                    loss = self.step_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
-            except ValueError as err:  # Pyro's checks of distributions fed NaN, after updates
-                if self._diverged(err):
-                    raise self._divergence(epoch, "the model's or guide's values became NaN or "
-                                           "infinite in a training step") from err  # fmt: skip
-                raise
-            # Summed over the processes (every one sees the same), before any can stop.
-            batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * len(idx))
-            if not math.isfinite(batch_loss):
-                raise self._divergence(epoch, f"the loss became {batch_loss}")
-            if dp is not None:  # DDP averages the gradients: weight by the share of the batch
-                loss = loss * (dp.world_size * len(idx) / len(positions))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), c.grad_clip)
-            self.optimizer.step()
+            batch_loss = self.train_step(x, known, num_trajectories=num, kl_weight=weight,
+                                         batch_size=len(positions), epoch=epoch,
+                                         validate=checks and i == 0)  # fmt: skip
             total += batch_loss
             bar.set_postfix(loss=f"{batch_loss / len(positions):.4g}")
         self.scheduler.step()
         seen = sum(b.stop - b.start for b in batches)
         return total / seen
+
+    def train_step(
+        self, x: Tensor, known: dict[str, Tensor], *, num_trajectories: int, kl_weight: float,
+        batch_size: int | None = None, epoch: int = 0, validate: bool | None = None,
+    ) -> float:  # fmt: skip
+        """One SVI step on the minibatch ``x`` (on the device; ``known``: its revealed edges
+        and their mask, or nothing): the ELBO of ``num_trajectories`` estimated from it, its
+        gradients and an optimizer update. Returns the minibatch's summed loss (over every
+        process, where ``batch_size`` is the minibatch of all processes together).
+        ``epoch`` (0-based) only names the epoch in a divergence error; ``validate``: check
+        the distributions' arguments (Pyro's validation) or not; None leaves it as it is."""
+        dp, c = self.dp, self.config
+        num, weight, count = num_trajectories, kl_weight, x.shape[0]
+        positions = count if batch_size is None else batch_size
+        # The ELBO of the whole training set, estimated from this minibatch, per trajectory.
+        checks = nullcontext() if validate is None else pyro.validation_enabled(validate)
+        try:
+            with distributed.stepping(dp, positions), self._autocast(), checks:
+                loss = self.step_fn(x, num_trajectories=num, kl_weight=weight, **known) / num
+        except ValueError as err:  # Pyro's checks of distributions fed NaN, after updates
+            if self._diverged(err):
+                raise self._divergence(epoch, "the model's or guide's values became NaN or "
+                                       "infinite in a training step") from err  # fmt: skip
+            raise
+        # Summed over the processes (every one sees the same), before any can stop.
+        batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * count)
+        if not math.isfinite(batch_loss):
+            raise self._divergence(epoch, f"the loss became {batch_loss}")
+        if dp is not None:  # DDP averages the gradients: weight by the share of the batch
+            loss = loss * (dp.world_size * count / positions)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), c.grad_clip)
+        self.optimizer.step()
+        return batch_loss
 
     # --- divergence --------------------------------------------------------------------
     def _divergence(self, epoch: int, what: str) -> TrainingDiverged:
