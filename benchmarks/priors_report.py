@@ -110,10 +110,9 @@ REGIME_TITLES = {
     "calibrated": "Sparse graphs, observation noise 0.05, variance started at the noise's "
     "and learned per feature",
     "calibrated-1000": "The same, with 1,000 training trajectories",
-    "calibrated-5000": "The same, with 5,000 training trajectories (20 epochs; evidence by "
-    "annealed importance sampling)",
+    "calibrated-5000": "The same, with 5,000 training trajectories (20 epochs)",
     "sparse-5000": "Sparse graphs, no observation noise, 5,000 training trajectories (20 "
-    "epochs; evidence by annealed importance sampling)",
+    "epochs)",
     "half": "Half of the pairs interact, no observation noise",
 }
 
@@ -327,6 +326,7 @@ def report(out: Path, path: Path, header: str = "") -> str:
     lines += _terms(finished, previous, carried)
     lines += _statements(effects, summaries)
     lines += _ranking(finished, previous, carried)
+    lines += _diagnostics(finished)
     lines += _plain_words(effects, previous, carried)
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,8 @@ def _kept(previous: dict[str, list[str]], heading: str, prefix: str) -> list[str
     return [line for line in previous.get(heading, []) if line.startswith(prefix)]
 
 
-TERMS = "Why the prior moves so little: the two terms' sizes"
+TERMS = "The two terms' sizes"
+OLD_TERMS = "Why the prior moves so little: the two terms' sizes"  # its heading until 2026-12-07
 NUMBERS = "What the numbers say"
 PLAIN = "In plain words"
 
@@ -360,7 +361,8 @@ def _terms(finished, previous, carried) -> list[str]:
     ]
     for name in REGIME_TITLES:
         if name in carried:
-            lines += _kept(previous, TERMS, f"- {name}:")
+            lines += _kept(previous, TERMS, f"- {name}:") or _kept(previous, OLD_TERMS,
+                                                                    f"- {name}:")  # fmt: skip
             continue
         mean, _ = _mean_sd([5 * _number(r, "nll") for r in finished[name]])
         if math.isfinite(mean):
@@ -447,6 +449,30 @@ def _ranking(finished, previous, carried) -> list[str]:
                 f"trajectories with k > 0.7: {trusted:.2f}."
             )  # fmt: skip
     return lines
+
+
+def _diagnostics(finished) -> list[str]:
+    """Per regime with runs here: how many of the trajectories its evidence scored, pooled
+    over its runs, have Pareto k at most 0.7, and how many runs flag more than 10%."""
+    lines = []
+    for name, runs in finished.items():
+        scored = [(_number(r, "pareto_k_over_0.7"), _number(r, "evidence_trajectories"))
+                  for r in runs]  # fmt: skip
+        scored = [(k, 200 if math.isnan(n) else n) for k, n in scored if math.isfinite(k)]
+        if not scored:
+            continue
+        total = sum(n for _, n in scored)
+        good = sum((1 - k) * n for k, n in scored)
+        flagged = sum(k > 0.1 for k, _ in scored)
+        lines.append(
+            f"- {name}: pooled over its {len(scored)} runs, {100 * good / total:.0f}% of the "
+            f"{total:.0f} scored test trajectories have Pareto k at most 0.7; {flagged} of the "
+            f"runs flag more than 10%."
+        )
+    if not lines:
+        return []
+    return ["", "The evidence's diagnostics, pooled over each regime's runs on this machine:",
+            "", *lines]  # fmt: skip
 
 
 def _plain_words(effects, previous, carried) -> list[str]:

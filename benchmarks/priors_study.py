@@ -25,11 +25,11 @@ on one core), one study folder per regime under OUT (default ``priors-study``):
 - ``sparse-5000``: ``sparse`` with 5,000 training trajectories.
 
 At 5,000 trajectories (where this network learns the sparse graphs) a run takes 20 epochs
-and only the priors uniform, sparse-matched, sparse-mismatched and dirichlet (about 4.5
-minutes of training a run on one core, two runs at a time). The evidence of
-``calibrated-5000`` is scored by annealed importance sampling (``--evidence-method
-annealed``, 32 chains) on 24 of the test trajectories (about 4.5 minutes more), that of
-``sparse-5000`` by ``local`` on 40 (under a minute).
+and only the priors uniform, sparse-matched, sparse-mismatched and dirichlet. The evidence
+of ``calibrated-5000`` is scored by annealed importance sampling (``--evidence-method
+annealed``, 32 chains) on 24 of the test trajectories, that of ``sparse-5000`` by ``local``
+on 40. Measured on a 2-core machine, two runs at a time: about 11 minutes a run of
+``calibrated-5000`` (about 4.5 of them the annealed evidence) and 6 of ``sparse-5000``.
 
 Priors: ``uniform``; ``sparse-matched`` (P(no edge) = 0.85, the truth); ``sparse-mismatched``
 (P(no edge) = 0.15 where the truth is 0.85, and 0.85 where it is 0.5); ``dirichlet`` (the

@@ -82,6 +82,8 @@ def test_the_report_is_rebuilt_from_saved_rows_and_carries_what_it_cannot_rebuil
     assert "evidence prefers the matched prior in 2 of 2 seeds, accuracy in 2 of 2" in text
     assert "sparse-5000/5000: 0.170 ± 0.014 (truth 0.15, off by 0.020)" in text
     assert "Largest loss: sparse-mismatched in the sparse-5000 regime" in text
+    assert ("- sparse-5000: pooled over its 8 runs, 95% of the 320 scored test trajectories "
+            "have Pareto k at most 0.7; 0 of the runs flag more than 10%.") in text  # fmt: skip
     # The regime without rows: its section and its plain-words line kept, marked as carried
     half = text.split(f"## {HALF}")[1].split("## ")[0]
     assert half.count("Carried from the previous report") == 1
