@@ -21,6 +21,10 @@ from pathlib import Path
 SPARSE, HALF = 0.15, 0.5  # the probability of a spring between two objects
 RUNS_FILE = "priors_runs.csv"  # beside the report: every finished run's row
 CARRIED = "Carried from the previous report"  # the mark of a section kept unchanged
+# A run's evidence is not to be compared when more of its scored trajectories than this
+# have Pareto k above 0.7.
+UNTRUSTED_SHARE = 0.1
+SCORED = 200  # test trajectories a run's evidence scored, where its row does not say
 
 
 def read_runs(out: Path, name: str) -> list[dict[str, str]]:
@@ -111,8 +115,7 @@ REGIME_TITLES = {
     "and learned per feature",
     "calibrated-1000": "The same, with 1,000 training trajectories",
     "calibrated-5000": "The same, with 5,000 training trajectories (20 epochs)",
-    "sparse-5000": "Sparse graphs, no observation noise, 5,000 training trajectories (20 "
-    "epochs)",
+    "sparse-5000": "Sparse graphs, no observation noise, 5,000 training trajectories (20 epochs)",
     "half": "Half of the pairs interact, no observation noise",
 }
 
@@ -166,7 +169,8 @@ def figures(out: Path, folder: Path, finished: dict[str, list[dict[str, str]]]) 
     ax = fig.subplots()
     for i, (name, runs) in enumerate(finished.items()):
         for trusted, marker in ((True, "o"), (False, "x")):
-            pick = [r for r in runs if (_number(r, "pareto_k_over_0.7") <= 0.1) == trusted]
+            pick = [r for r in runs if (_number(r, "pareto_k_over_0.7") <= UNTRUSTED_SHARE)
+                    == trusted]  # fmt: skip
             if pick:
                 label = name if trusted else f"{name} (k > 0.7)"
                 ax.scatter([_number(r, "edge_accuracy") for r in pick],
@@ -295,7 +299,7 @@ def report(out: Path, path: Path, header: str = "") -> str:
         lines += [f"{done} of {len(runs)} runs finished.", ""]
         if not done:
             continue
-        scored = {(r.get("evidence_method", "?"), r.get("evidence_trajectories", "200"))
+        scored = {(r.get("evidence_method", "?"), r.get("evidence_trajectories", str(SCORED)))
                   for r in finished[name]}  # fmt: skip
         lines += ["Evidence: " + "; ".join(f"method `{m}` on {n} test trajectories"
                                            for m, n in sorted(scored)) + ".", ""]  # fmt: skip
@@ -458,12 +462,12 @@ def _diagnostics(finished) -> list[str]:
     for name, runs in finished.items():
         scored = [(_number(r, "pareto_k_over_0.7"), _number(r, "evidence_trajectories"))
                   for r in runs]  # fmt: skip
-        scored = [(k, 200 if math.isnan(n) else n) for k, n in scored if math.isfinite(k)]
+        scored = [(k, SCORED if math.isnan(n) else n) for k, n in scored if math.isfinite(k)]
         if not scored:
             continue
         total = sum(n for _, n in scored)
         good = sum((1 - k) * n for k, n in scored)
-        flagged = sum(k > 0.1 for k, _ in scored)
+        flagged = sum(k > UNTRUSTED_SHARE for k, _ in scored)
         lines.append(
             f"- {name}: pooled over its {len(scored)} runs, {100 * good / total:.0f}% of the "
             f"{total:.0f} scored test trajectories have Pareto k at most 0.7; {flagged} of the "
@@ -471,8 +475,8 @@ def _diagnostics(finished) -> list[str]:
         )
     if not lines:
         return []
-    return ["", "The evidence's diagnostics, pooled over each regime's runs on this machine:",
-            "", *lines]  # fmt: skip
+    return ["", "The evidence's diagnostics, pooled over each regime's runs (those on this "
+            "machine, or saved beside the report):", "", *lines]  # fmt: skip
 
 
 def _plain_words(effects, previous, carried) -> list[str]:
