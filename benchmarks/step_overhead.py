@@ -15,8 +15,11 @@ a fresh child process with ``--threads`` CPU threads (default 1). Per case it pr
 - ``outside``: the share of the (profiled) step not spent inside arithmetic kernels. On the
   CPU, arithmetic is the self time of the aten operations that compute (everything but
   views, reshapes, allocations, copies of scalars to Python and the like), which still
-  includes each one's dispatch, so this share is a lower bound; on CUDA it is one minus the
-  time the GPU was busy with kernels;
+  includes each one's dispatch, so this share is a lower bound, and of the kernels
+  torch.compile generated (``--set train.compile=true``: counted apart, as "compiled
+  kernels"); on CUDA it is one minus the time the GPU was busy with kernels;
+- which ELBO path the steps took (``fast``: the trace-free MeanFieldLoss; ``pyro``;
+  ``--set train.elbo=pyro`` forces Pyro's);
 - on CUDA, ``launches`` (kernels per step) and ``busy ms`` (merged kernel time per step).
 
 ``--against REV`` measures the commit REV the same way in the same sitting (its package,
@@ -81,6 +84,10 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     from nri_pyro.training import Trainer
 
     torch.set_num_threads(config["threads"])
+    import torch._inductor.config as inductor_config
+
+    # train.compile: the generated CPU kernels appear in the profile (as "cpp_fused_...")
+    inductor_config.cpp.enable_kernel_profile = True
     torch.manual_seed(0)
     dev = torch.device(config["device"])
     preset, changes = CASES[config["case"]]
@@ -109,9 +116,13 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         profiled = epoch()
     events = prof.events()
     aten = [e for e in events if e.name.startswith("aten::") and e.device_type.name == "CPU"]
+    # kernels that torch.compile generated for the CPU: arithmetic, but no aten operation
+    generated = [e for e in events if "cpp_fused" in e.name and e.device_type.name == "CPU"]
     out = {
         "ms_per_step": 1e3 * statistics.median(times),
         "aten_ops": len(aten) / steps,
+        "generated_kernels": len(generated) / steps,
+        "elbo": getattr(trainer, "elbo_path", "pyro"),  # before the fast path: Pyro's
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
@@ -129,6 +140,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         out["outside"] = 1 - busy / 1e6 / profiled
     else:
         arithmetic = sum(e.self_cpu_time_total for e in aten if e.name not in NOT_ARITHMETIC)
+        arithmetic += sum(e.self_cpu_time_total for e in generated)
         out["outside"] = 1 - arithmetic / 1e6 / profiled
     return out
 
@@ -166,6 +178,10 @@ def _row(name: str, r: dict[str, Any]) -> str:
     row = f"{name:<16}{r['ms_per_step']:>10.2f}{r['aten_ops']:>10.0f}{100 * r['outside']:>9.0f}%"
     if "launches" in r:
         row += f"{r['launches']:>10.0f}{r['busy_ms']:>9.2f}"
+    if r.get("generated_kernels"):
+        row += f"  + {r['generated_kernels']:.0f} compiled kernels"
+    if "elbo" in r:
+        row += f"  ({r['elbo']} ELBO)"
     return row
 
 

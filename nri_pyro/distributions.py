@@ -81,8 +81,10 @@ class EdgeTypes(RelaxedOneHotCategorical):
 
 
 @register_kl(EdgeTypes, EdgeTypes)
-def _kl_edge_types(q: EdgeTypes, p: EdgeTypes) -> Tensor:
-    """KL between the categorical probabilities, as NRI computes it: [..., E]."""
+def edge_types_kl(q: EdgeTypes, p: EdgeTypes) -> Tensor:
+    """KL between the categorical probabilities, as NRI computes it: [..., E] (registered
+    with torch's ``kl_divergence``; the fast path calls it directly, which torch.compile
+    traces where the registry's dispatch would split the graph)."""
     log_q = torch.log_softmax(q.logits, dim=-1)
     log_p = torch.log_softmax(p.logits, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1)

@@ -262,6 +262,27 @@ class NRIGuide(PyroModule):
         edges = layout.to_edges(z)
         return edges if self.dynamic else edges.expand(x.shape[0], -1, -1)
 
+    def edge_distribution(self, logits: Tensor) -> EdgeTypes:
+        """q(z | x) of the latent slots with these logits: the relaxed categorical the guide
+        samples (straight-through one-hot with ``hard``)."""
+        return EdgeTypes(self.temperature, logits=logits, hard=self.hard)
+
+    def global_inputs(
+        self, logits: Tensor, x: Tensor, edges: Tensor | None, edge_mask: Tensor | None,
+        num_trajectories: int | None,
+    ) -> tuple[Tensor, float]:  # fmt: skip
+        """What the guide of the prior's global latents reads (``prior_guide(probs,
+        scale)``): the slots' edge-type probabilities, known slots one-hot (per window for a
+        dynamic graph), and how many times the dataset is larger than the minibatch (1 for
+        a shared graph, whose one sample stands for every trajectory)."""
+        probs = torch.softmax(logits, -1)
+        if self.dynamic:
+            return probs, (num_trajectories or x.shape[0]) / x.shape[0]
+        probs = self._known_one_hot(probs, x, edges, edge_mask)
+        if self.structure.shared:
+            return probs, 1.0
+        return probs, (num_trajectories or x.shape[0]) / x.shape[0]
+
     def forward(
         self,
         x: Tensor,
@@ -282,11 +303,10 @@ class NRIGuide(PyroModule):
         # data-parallel step): what follows from them is the same in every process.
         replicated = paused() if self.structure.shared else contextlib.nullcontext()
         if self.prior_guide is not None:
-            probs = self._known_one_hot(torch.softmax(logits, -1), x, edges, edge_mask)
-            scale = 1.0 if self.structure.shared else (num_trajectories or batch) / batch
+            probs, scale = self.global_inputs(logits, x, edges, edge_mask, num_trajectories)
             with poutine.scale(scale=kl_weight), replicated:
                 self.prior_guide(probs, scale)
-        q = EdgeTypes(self.temperature, logits=logits, hard=self.hard)
+        q = self.edge_distribution(logits)
         return sample_edges(
             q, trajectories_plate(x, num_trajectories), known, shared=self.structure.shared,
             kl_weight=kl_weight, replicated=paused(),
@@ -298,16 +318,15 @@ class NRIGuide(PyroModule):
         """q(z_w | x) per window, independent given x (mean field), in the model's order."""
         if edges is not None:
             raise ValueError("a dynamic graph (graph.dynamic) takes no known edges")
-        batch = x.shape[0]
         logits = self.slot_logits(x)  # [B, W, U, K]
         if self.prior_guide is not None:
-            scale = (num_trajectories or batch) / batch
+            probs, scale = self.global_inputs(logits, x, None, None, num_trajectories)
             with poutine.scale(scale=kl_weight):
-                self.prior_guide(torch.softmax(logits, -1), scale)
+                self.prior_guide(probs, scale)
         plate = trajectories_plate(x, num_trajectories)
         windows = []
         for w in pyro.markov(range(logits.shape[1])):
-            q = EdgeTypes(self.temperature, logits=logits[:, w], hard=self.hard)
+            q = self.edge_distribution(logits[:, w])
             windows.append(
                 sample_edges(q, plate, None, shared=False, kl_weight=kl_weight, name=window_site(w))
             )

@@ -48,6 +48,10 @@ from nri_pyro.structure import GraphStructure
 # Settings of the decoder section that the model reads itself (NRI's multi-step scheme);
 # the rest go to the decoder's class.
 DECODER_SCHEME_KEYS = frozenset({"prediction_steps", "burn_in_steps"})
+DYNAMIC_KNOWN_EDGES = (
+    "a dynamic graph (graph.dynamic) takes no known edges: they would hold for the whole "
+    "trajectory"
+)
 
 
 def noise_variance(noise: float, normalizer: Normalizer, num_features: int) -> Tensor:
@@ -255,16 +259,24 @@ class NRIModel(PyroModule):
         with plate:
             if not shared:
                 _observe_known(probs, known, z.dtype, k, shared=False)
-            # Known edges replace the latent types; the slots become ordered pairs.
-            if known is not None:
-                one_hot = nn.functional.one_hot(known[0], k).to(z.dtype)
-                z = torch.where(known[1].unsqueeze(-1), one_hot, z)
-            z = layout.to_edges(z)
+            z = self.decoder_edges(z, known, layout)
             # x[t+1] ~ Normal(decoder(x, z)[t], sigma), messages only along the edges of z.
-            loc = self.predict(x, z)
-            likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
-            pyro.sample("x", likelihood, obs=x[:, :, 1:])
+            pyro.sample("x", self.likelihood(x, z), obs=x[:, :, 1:])
         return z
+
+    def decoder_edges(self, z: Tensor, known: tuple[Tensor, Tensor] | None, layout: Any) -> Tensor:
+        """The edges the decoder reads: the latent slots' types z [B, U, K] with the known
+        slots' types (one-hot) in their place, expanded to ordered pairs [B, E, K]."""
+        if known is not None:
+            one_hot = nn.functional.one_hot(known[0], self.num_edge_types).to(z.dtype)
+            z = torch.where(known[1].unsqueeze(-1), one_hot, z)
+        return layout.to_edges(z)
+
+    def likelihood(self, x: Tensor, z: Tensor) -> dist.Distribution:
+        """p(x[:, :, 1:] | z): the Normal around the decoder's predictions given the edges
+        z [B, E, K] (per window [B, W, E, K]), one event per trajectory."""
+        loc = self.predict(x, z)
+        return dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
 
     def _forward_dynamic(
         self, x: Tensor, edges: Tensor | None, num_trajectories: int | None, kl_weight: float
@@ -278,10 +290,7 @@ class NRIModel(PyroModule):
         KL term is analytic given the previous window's sample (TraceMeanField_ELBO
         reads the model's site, built from that sample, and the guide's)."""
         if edges is not None:
-            raise ValueError(
-                "a dynamic graph (graph.dynamic) takes no known edges: they would hold for the "
-                "whole trajectory"
-            )
+            raise ValueError(DYNAMIC_KNOWN_EDGES)
         batch, num_objects, frames = x.shape[:3]
         layout = self.structure.layout(num_objects, x.device)
         plate = trajectories_plate(x, num_trajectories)
@@ -297,10 +306,19 @@ class NRIModel(PyroModule):
             windows.append(previous)
         z = layout.to_edges(torch.stack(windows, dim=1))  # [B, W, E, K]
         with plate:
-            loc = self.predict(x, z)
-            likelihood = dist.Normal(loc, self.sigma.to(loc.dtype)).to_event(3)
-            pyro.sample("x", likelihood, obs=x[:, :, 1:])
+            pyro.sample("x", self.likelihood(x, z), obs=x[:, :, 1:])
         return z
+
+
+def known_edges_likelihood(
+    probs: Tensor, known: tuple[Tensor, Tensor], dtype: torch.dtype, k: int, shared: bool
+) -> tuple[dist.Distribution, Tensor]:
+    """The known edges' distribution under the prior (types ``probs`` [K]) and their
+    values: the observed site ``known_edges`` (one event per trajectory, or one for a
+    shared graph)."""
+    values, mask = (known[0][0], known[1][0]) if shared else known
+    expanded = probs.to(dtype).expand(*values.shape, k)
+    return dist.Categorical(probs=expanded).mask(mask).to_event(1), values
 
 
 def _observe_known(
@@ -309,7 +327,5 @@ def _observe_known(
     """The likelihood of the known edges under the prior: an observed site."""
     if known is None:
         return
-    values, mask = (known[0][0], known[1][0]) if shared else known
-    expanded = probs.to(dtype).expand(*values.shape, k)
-    observed = dist.Categorical(probs=expanded).mask(mask).to_event(1)
+    observed, values = known_edges_likelihood(probs, known, dtype, k, shared)
     pyro.sample("known_edges", observed, obs=values)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nri_pyro.nn.graph import edge_index
+
 
 class EdgeLayout:
     """The latent slots of a graph on N objects and how they map to the ordered edges.
@@ -34,22 +36,23 @@ class EdgeLayout:
     """
 
     def __init__(self, num_objects: int, symmetric: bool, device: torch.device | str) -> None:
-        # Built on the CPU whatever torch's default device, then moved.
-        with torch.device("cpu"):
-            n = num_objects
-            receivers, senders = (~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)
-            edge_id = torch.full((n, n), -1, dtype=torch.long)
-            edge_id[receivers, senders] = torch.arange(n * (n - 1))
-            if symmetric:
-                low, high = torch.minimum(receivers, senders), torch.maximum(receivers, senders)
-                first, second = torch.triu_indices(n, n, offset=1)
-                slot_id = torch.full((n, n), -1, dtype=torch.long)
-                slot_id[first, second] = torch.arange(first.numel())
-                edge_slot = slot_id[low, high]
-                slot_edges = torch.stack([edge_id[first, second], edge_id[second, first]], dim=1)
-            else:
-                edge_slot = torch.arange(n * (n - 1))
-                slot_edges = edge_slot.unsqueeze(1).expand(-1, 2)
+        # Built on the CPU whatever torch's default device, then moved (every tensor is
+        # given its device: torch.compile traces no device context).
+        cpu = torch.device("cpu")
+        n = num_objects
+        receivers, senders = edge_index(n, cpu)
+        edge_id = torch.full((n, n), -1, dtype=torch.long, device=cpu)
+        edge_id[receivers, senders] = torch.arange(n * (n - 1), device=cpu)
+        if symmetric:
+            low, high = torch.minimum(receivers, senders), torch.maximum(receivers, senders)
+            first, second = torch.triu_indices(n, n, offset=1, device=cpu)
+            slot_id = torch.full((n, n), -1, dtype=torch.long, device=cpu)
+            slot_id[first, second] = torch.arange(first.numel(), device=cpu)
+            edge_slot = slot_id[low, high]
+            slot_edges = torch.stack([edge_id[first, second], edge_id[second, first]], dim=1)
+        else:
+            edge_slot = torch.arange(n * (n - 1), device=cpu)
+            slot_edges = edge_slot.unsqueeze(1).expand(-1, 2)
         self.num_objects, self.symmetric = n, symmetric
         self.num_edges = n * (n - 1)
         self.num_slots = slot_edges.shape[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from nri_pyro.objectives import OBJECTIVES
+from nri_pyro.objectives import ELBO_PATHS, OBJECTIVES
 
 
 @dataclass
@@ -31,9 +31,14 @@ class TrainConfig:
     # "bfloat16": the encoder and decoder run under bf16 autocast in training steps (mixed
     # precision: parameters, likelihood and KL stay float32); evaluation is float32.
     precision: str = "float32"
-    # torch.compile the encoder and decoder (never Pyro's ELBO); off: it pays only on some
-    # devices and sizes (benchmarks/scale.py --compile measures it) and compiles for minutes.
+    # torch.compile the whole training loss on the fast path (train.elbo), else the encoder
+    # and decoder (never Pyro's ELBO); off: it pays only on some devices and sizes
+    # (benchmarks/step_overhead.py --compile measures it) and compiles for a minute or more.
     compile: bool = False
+    # How the "nri" objective's training steps are computed: "auto" on the trace-free fast
+    # path where it applies (nri_pyro.objectives.MeanFieldLoss; the same ELBO, checked
+    # against Pyro's), else Pyro's ELBO; "fast" refuses a run it does not cover; "pyro".
+    elbo: str = "auto"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -61,6 +66,10 @@ class TrainConfig:
             (
                 self.objective in OBJECTIVES,
                 f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+            ),
+            (
+                self.elbo in ELBO_PATHS,
+                f"train.elbo must be one of {', '.join(ELBO_PATHS)}, got {self.elbo!r}",
             ),
             (
                 self.precision in PRECISIONS,

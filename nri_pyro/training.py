@@ -1,8 +1,10 @@
 """SVI training of an NRI model and guide.
 
 Training is a straight loop over epochs and shuffled minibatches around an ELBO module
-(``TraceMeanField_ELBO`` for the "nri" objective, ``Trace_ELBO`` for "concrete") and a
-torch optimiser over the model's and guide's parameters. After each epoch: a check that
+(for the "nri" objective the trace-free :class:`~nri_pyro.objectives.MeanFieldLoss`, which
+computes what ``TraceMeanField_ELBO`` does, where it applies, else Pyro's own; ``Trace_ELBO``
+for "concrete"; every epoch's record says which) and a torch optimiser over the model's and
+guide's parameters. After each epoch: a check that
 the weights still give finite outputs, validation, a line in metrics.jsonl and in the log,
 the last checkpoint, and the best one by the chosen validation metric. Without a validation
 split the best epoch is the one with the lowest training loss: the mean over its minibatches,
@@ -50,17 +52,18 @@ from nri_pyro.files import atomic_save, atomic_write_text
 from nri_pyro.guide import NRIGuide
 from nri_pyro.logs import progress_bar
 from nri_pyro.model import NRIModel
-from nri_pyro.nn import compile_modules
+from nri_pyro.nn import compile_loss, compile_modules
 from nri_pyro.nn.modes import eval_mode
-from nri_pyro.objectives import objective
+from nri_pyro.objectives import fast_path_unsupported, training_loss
 from nri_pyro.train_config import SELECT_METRICS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
 # Training settings that a resumed run may change: how long it trains (never fewer epochs
-# than it has done; the change is recorded in resumes.jsonl) and how it reports. Any other
+# than it has done; the change is recorded in resumes.jsonl), how it reports, and how
+# its ELBO is computed (the fast path and Pyro's compute the same, on the same draws). Any other
 # change would make the run's record describe training it did not have.
-RESUME_MAY_CHANGE = ("epochs", "progress", "eval_batch_size")
+RESUME_MAY_CHANGE = ("epochs", "progress", "eval_batch_size", "elbo")
 # Trajectories whose outputs are checked after every epoch (see Trainer._check_outputs).
 OUTPUT_CHECK_TRAJECTORIES = 8
 
@@ -120,9 +123,16 @@ class Trainer:
                 "graph.known.fraction reveals one graph per training trajectory, but the "
                 "training data have graphs that change over time (per-frame truth)"
             )
-        if config.compile:
+        # The training loss: the trace-free fast path of the "nri" objective where it
+        # applies (train.elbo), else Pyro's ELBO module; every epoch's record names it.
+        self.loss_fn, self.elbo_path = training_loss(config.objective, model, guide, config.elbo)
+        if config.elbo == "auto" and self.elbo_path == "pyro":
+            reason = fast_path_unsupported(model, guide, config.objective)
+            logger.info(f"training with Pyro's ELBO (the fast path does not apply: {reason})")
+        if config.compile and self.elbo_path == "fast":
+            compile_loss(self.loss_fn)  # the whole loss, forward and backward
+        elif config.compile:
             compile_modules(model), compile_modules(guide)
-        self.loss_fn = objective(config.objective)(model, guide)
         self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
         # Fused Adam: one kernel for every parameter instead of about 20 operations each
         # (the same update to float rounding; benchmarks/step_overhead.py counts them).
@@ -430,6 +440,7 @@ class Trainer:
                 "train_loss": train_loss,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "kl_weight": self.kl_weight(epoch),
+                "elbo": self.elbo_path,  # how its steps computed the ELBO: "fast" or "pyro"
             }
             if self.valid is not None:
                 vx, vedges = self.valid

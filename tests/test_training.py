@@ -157,23 +157,58 @@ def test_bfloat16_precision_runs_the_networks_in_bf16_and_keeps_float32_elsewher
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, on importing dynamo
-def test_train_compile_puts_the_encoder_and_decoder_through_torch_compile(small, monkeypatch):
-    """train.compile=true compiles the GNN modules (here with dynamo's eager backend: the
-    graph capture without inductor's minutes of code generation) and trains the same."""
+def test_train_compile_puts_the_loss_or_the_networks_through_torch_compile(small, monkeypatch):
+    """train.compile=true compiles the whole loss on the fast path, else the GNN modules
+    (here with dynamo's eager backend: the graph capture without inductor's minutes of code
+    generation), and trains the same."""
     from nri_pyro import training
-    from nri_pyro.nn import compile_modules
+    from nri_pyro.nn import compile_loss, compile_modules
+    from nri_pyro.objectives import MeanFieldLoss
 
     compiled = []
 
-    def eager(module):
+    def eager_modules(module):
         compiled.extend(compile_modules(module, backend="eager"))
 
-    monkeypatch.setattr(training, "compile_modules", eager)
+    def eager_loss(loss):
+        compiled.append(type(loss).__name__)
+        compile_loss(loss, backend="eager")
+
+    monkeypatch.setattr(training, "compile_modules", eager_modules)
+    monkeypatch.setattr(training, "compile_loss", eager_loss)
     plain = NRI(overrides=TINY).fit(small["train"], epochs=2)
-    assert compiled == []
+    assert compiled == [] and plain.history[-1]["elbo"] == "fast"
     fast = NRI(overrides=[*TINY, "train.compile=true"]).fit(small["train"], epochs=2)
-    assert compiled == ["decoder", "encoder"]
+    assert compiled == [MeanFieldLoss.__name__]
     assert fast.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"], 1e-4)
+    compiled.clear()
+    pyro_path = [*TINY, "train.compile=true", "train.elbo=pyro"]
+    modules = NRI(overrides=pyro_path).fit(small["train"], epochs=2)
+    assert compiled == ["decoder", "encoder"] and modules.history[-1]["elbo"] == "pyro"
+    assert modules.history[-1]["train_loss"] == pytest.approx(
+        plain.history[-1]["train_loss"], 1e-4
+    )
+
+
+def test_the_fast_path_trains_as_pyros_elbo_and_the_record_says_which_ran(small, caplog):
+    """Both paths take the same steps (the same ELBO on the same draws), epoch by epoch;
+    the concrete objective falls back to Pyro, and the log says why."""
+    fast = NRI(overrides=TINY).fit(small["train"], small["valid"], epochs=3)
+    pyro_path = NRI(overrides=[*TINY, "train.elbo=pyro"]).fit(small["train"], small["valid"],
+                                                             epochs=3)  # fmt: skip
+    assert [r["elbo"] for r in fast.history] == ["fast"] * 3
+    assert [r["elbo"] for r in pyro_path.history] == ["pyro"] * 3
+    for a, b in zip(fast.history, pyro_path.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-3)
+    with caplog.at_level("INFO", logger="nri_pyro.training"):
+        concrete = NRI(overrides=[*TINY, "train.objective=concrete"]).fit(small["train"], epochs=1)
+    assert concrete.history[-1]["elbo"] == "pyro"
+    assert "training with Pyro's ELBO (the fast path does not apply: the 'concrete'" in caplog.text
+    with pytest.raises(ValueError, match="train.elbo = fast does not cover this run"):
+        NRI(overrides=[*TINY, "train.objective=concrete", "train.elbo=fast"]).fit(
+            small["train"], epochs=1
+        )
 
 
 def test_evaluation_batches_shrink_for_large_systems_only(monkeypatch):
@@ -213,7 +248,8 @@ def test_divergence_is_one_line_at_the_command_line_with_the_epoch_and_a_hint(tm
         base += ["--set", item]
     # A NaN loss; Pyro's check of a distribution given NaN inside a step; NaN outputs.
     cases = [
-        (["train.lr=0.5", "train.batch_size=128"], "epoch 2: the loss became nan"),
+        # (nan or inf, as the arithmetic goes: the fast path's sums are ordered otherwise)
+        (["train.lr=0.5", "train.batch_size=128"], "epoch 2: the loss became "),
         (["train.lr=1e3"], "epoch 1: "),  # a NaN loss or NaN values, as the arithmetic goes
         (["train.lr=1e3", "train.batch_size=2000"], "epoch 1: the weights at its end give NaN"),
     ]
@@ -238,12 +274,14 @@ def test_a_step_that_pyro_stops_on_non_finite_values_is_a_divergence(monkeypatch
         "Expected parameter loc (Tensor of shape (2,)) of distribution Normal() to satisfy the "
         "constraint Real(), but found invalid values:\ntensor([3.4e+10, nan])"
     )
-    monkeypatch.setattr(NRIModel, "forward", forward_raising(pyro_check))
-    with pytest.raises(TrainingDiverged, match="epoch 1: the model's or guide's values") as info:
-        NRI(overrides=TINY).fit(small["train"], epochs=1)
-    assert "\n" not in str(info.value) and "lower train.lr" in str(info.value)
+    # The likelihood: both ELBO paths build it.
+    monkeypatch.setattr(NRIModel, "likelihood", forward_raising(pyro_check))
+    for path in ("fast", "pyro"):
+        with pytest.raises(TrainingDiverged, match="epoch 1: the model's or guide's values") as info:
+            NRI(overrides=[*TINY, f"train.elbo={path}"]).fit(small["train"], epochs=1)
+        assert "\n" not in str(info.value) and "lower train.lr" in str(info.value)
     # Any other error of a step is left as it is.
-    monkeypatch.setattr(NRIModel, "forward", forward_raising("x must have D = 4 features"))
+    monkeypatch.setattr(NRIModel, "likelihood", forward_raising("x must have D = 4 features"))
     with pytest.raises(ValueError, match="D = 4 features") as info:
         NRI(overrides=TINY).fit(small["train"], epochs=1)
     assert not isinstance(info.value, TrainingDiverged)

@@ -1,6 +1,6 @@
 """GNN building blocks of NRI in plain torch: the graph, the encoders and the decoders."""
 
-from nri_pyro.nn.compile import compile_modules
+from nri_pyro.nn.compile import compile_loss, compile_modules
 from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder, recompute_threshold
 from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder, WindowGRU
 from nri_pyro.nn.graph import (
@@ -32,6 +32,7 @@ __all__ = [
     "RNNDecoder",
     "WindowGRU",
     "adjacency_to_edges",
+    "compile_loss",
     "compile_modules",
     "edges_to_adjacency",
     "full_graph",

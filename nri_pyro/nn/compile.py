@@ -1,4 +1,6 @@
-"""Optional torch.compile of the GNN modules (never of Pyro's ELBO, which stays eager)."""
+"""Optional torch.compile (``train.compile``): of a training step's whole loss where it is
+the trace-free fast path (:class:`~nri_pyro.objectives.MeanFieldLoss`), else of the GNN
+modules only (never of Pyro's ELBO, which stays eager)."""
 
 from __future__ import annotations
 
@@ -27,3 +29,13 @@ def compile_modules(module: nn.Module, **options: Any) -> list[str]:
             sub.compile(**options)
             compiled.append(name)
     return compiled
+
+
+def compile_loss(loss: nn.Module, **options: Any) -> None:
+    """Compile a training loss module whole, in place: its forward pass, and through
+    AOTAutograd its backward pass, become a few generated kernels instead of thousands of
+    operations (for the trace-free :class:`~nri_pyro.objectives.MeanFieldLoss`; Pyro's
+    ELBO modules build traces and are compiled through :func:`compile_modules` instead).
+    ``options`` go to ``torch.compile``. The first step compiles (a minute or more on a
+    CPU); a minibatch of another size compiles once more, with dynamic shapes."""
+    loss.compile(**options)

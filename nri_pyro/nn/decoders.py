@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -193,12 +192,19 @@ def _check_count(name: str, value: int, minimum: int) -> None:
 RECOMPUTE_ABOVE_FRACTION = 0.25
 
 
-@functools.lru_cache(maxsize=16)
+# Total memory per device, read once; a dict that torch.compile reads as a constant once
+# a device's entry exists (the fast path's eager checks make it: MeanFieldLoss.forward).
+_DEVICE_MEMORY: dict[torch.device, int] = {}
+
+
 def _device_memory(device: torch.device) -> int:
     """Total memory of a CUDA device, else the machine's physical memory."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if device not in _DEVICE_MEMORY:
+        if device.type == "cuda":
+            _DEVICE_MEMORY[device] = torch.cuda.get_device_properties(device).total_memory
+        else:
+            _DEVICE_MEMORY[device] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return _DEVICE_MEMORY[device]
 
 
 def recompute_threshold(device: torch.device | str) -> int:
@@ -207,7 +213,6 @@ def recompute_threshold(device: torch.device | str) -> int:
     return int(RECOMPUTE_ABOVE_FRACTION * _device_memory(torch.device(device)))
 
 
-@torch.compiler.disable  # reads the device's memory: plain Python, once per forward pass
 def _auto_recompute(messages: _TypedMLP, x: Tensor, graph: Graph, steps: int) -> bool:
     """recompute_messages=None: whether ``steps`` message passes over states like x keep
     more messages than ``recompute_threshold(x.device)``."""

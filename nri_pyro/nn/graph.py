@@ -37,11 +37,14 @@ def _stacked_linear(rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor
     return edges
 
 
-def _edge_index(num_objects: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
-    """receivers, senders: [E], receiver-major, diagonal skipped."""
-    off_diagonal = ~torch.eye(num_objects, dtype=torch.bool, device=device)
-    receivers, senders = off_diagonal.nonzero(as_tuple=True)  # row-major order
-    return receivers, senders
+def edge_index(num_objects: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+    """receivers, senders: [E], receiver-major, diagonal skipped. Computed without
+    data-dependent shapes (no ``nonzero``), so that torch.compile traces it whole."""
+    n = num_objects
+    receivers = torch.arange(n, device=device).repeat_interleave(n - 1)
+    # receiver i's senders are 0 .. n-1 without i: k, then k + 1 from k = i on
+    k = torch.arange(n - 1, device=device).repeat(n)
+    return receivers, k + (k >= receivers).long()
 
 
 class Graph:
@@ -56,7 +59,7 @@ class Graph:
             raise ValueError(f"a graph needs at least 2 objects, got num_objects={num_objects}")
         self.num_objects = num_objects
         self.num_edges = num_objects * (num_objects - 1)
-        self.receivers, self.senders = _edge_index(num_objects, torch.device(device or "cpu"))
+        self.receivers, self.senders = edge_index(num_objects, torch.device(device or "cpu"))
 
     @property
     def device(self) -> torch.device:
@@ -194,7 +197,7 @@ def edges_to_adjacency(
             f"{num_objects} objects, got shape {tuple(edges.shape)}; pass dim= to say which "
             "dimension holds the edges (dim=-2 for [B, E, K])"
         )
-    receivers, senders = _edge_index(num_objects, edges.device)
+    receivers, senders = edge_index(num_objects, edges.device)
     moved = edges.movedim(dim, 0)  # [E, ...]
     flat = moved.new_full((num_objects * num_objects, *moved.shape[1:]), fill)
     flat = flat.index_copy(0, receivers * num_objects + senders, moved)
@@ -217,7 +220,7 @@ def adjacency_to_edges(adj: Tensor, *, dim: int = -2) -> Tensor:
             f"{tuple(adj.shape)}; pass dim= to say where the N x N block starts"
         )
     num_objects = adj.shape[dim]
-    receivers, senders = _edge_index(num_objects, adj.device)
+    receivers, senders = edge_index(num_objects, adj.device)
     return adj.flatten(dim, dim + 1).index_select(dim, receivers * num_objects + senders)
 
 
@@ -228,7 +231,7 @@ def permute_objects_edges(perm: Tensor) -> Tensor:
     graph on the relabelled objects.
     """
     num_objects = perm.numel()
-    receivers, senders = _edge_index(num_objects, perm.device)
+    receivers, senders = edge_index(num_objects, perm.device)
     old_receivers, old_senders = perm[receivers], perm[senders]
     # Receiver-major index of (i, j): row i holds N-1 edges, j shifts down past the diagonal.
     return old_receivers * (num_objects - 1) + old_senders - (old_senders > old_receivers).long()
