@@ -134,7 +134,9 @@ class Study:
             once into ``out/data``).
         epochs: shorthand for the override ``train.epochs=N``.
         device: where every run trains.
-        jobs: runs at once, each in its own process.
+        jobs: runs at once, each in its own process. On one CUDA device, K runs are
+            first checked to fit in its free memory (an estimate of a training step's,
+            :func:`nri_pyro.evaluation.training_step_bytes`), and each may take 1/K of it.
         evidence_samples: importance samples (or annealed chains) per held-out trajectory
             for the log evidence.
         evidence_method: how the held-out log evidence is computed
@@ -174,7 +176,8 @@ class Study:
         import importlib
 
         from nri_pyro.api import build, resolve_specs
-        from nri_pyro.devices import resolve_device
+        from nri_pyro.devices import gpu_share, resolve_device
+        from nri_pyro.evaluation import training_step_bytes
 
         self.out = Path(out)
         self.seeds = check_seeds(seeds)
@@ -258,6 +261,7 @@ class Study:
         # shape: a key or value that does not fit (or settings that do not fit together,
         # prior.name=markov without graph.dynamic) is an error before any run starts.
         self.configs: dict[str, dict[str, Any]] = {}
+        run_bytes: list[int] = []  # each variant's estimated training memory
         labels: dict[str, str] = {}
         for variant in self.variants:
             if variant.slug in self.variant_data:  # its own data: its own shape
@@ -270,7 +274,8 @@ class Study:
                     model_spec, guide_spec, [*overrides, *variant.overrides], train_settings
                 )
                 if shape is not None:
-                    build(model, guide, torch.zeros(1, *shape))
+                    built = build(model, guide, torch.zeros(1, *shape))
+                    run_bytes.append(training_step_bytes(*built, train.batch_size, *shape[:2]))
             except ValueError as err:
                 raise ValueError(f"variant {variant.label}: {err}") from None
             if variant.slug in labels:
@@ -285,6 +290,10 @@ class Study:
                 "train": {k: v for k, v in vars(train).items() if k != "progress"},
                 "features": features,
             }
+        # K runs at once on one GPU: checked to fit now, each held to its share of it.
+        self.memory_fraction = None
+        if self.jobs > 1 and resolve_device(device).type == "cuda" and run_bytes:
+            self.memory_fraction = gpu_share(device, self.jobs, max(run_bytes))
 
     def _plan_data(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """The data of every variant when some vary it (``data.*`` keys): {data slug: the
@@ -432,6 +441,7 @@ class Study:
             "evidence_method": self.evidence_method,
             "evidence_trajectories": self.evidence_trajectories,
             "threads": threads,
+            "memory_fraction": self.memory_fraction,
             "imports": self.imports,
             "settings": variant.all_settings,
         }

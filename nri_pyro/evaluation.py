@@ -43,12 +43,34 @@ def memory_safe_batch(
     num_objects, num_frames = x.shape[1], x.shape[2]
     edges = num_objects * (num_objects - 1)
     frames = min(num_frames, guide.num_frames)  # the encoder reads the training length
-    per_edge = max(
-        model.decoder.bytes_per_edge(frames, model.prediction_steps),
-        guide.encoder.bytes_per_edge(frames),
-    )
+    per_edge = max(_decoder_bytes_per_edge(model, frames), guide.encoder.bytes_per_edge(frames))
     budget = recompute_threshold(torch.device(device)) // 4
     return max(1, min(requested, budget // (edges * per_edge)))
+
+
+def _decoder_bytes_per_edge(model: NRIModel, frames: int) -> int:
+    return model.decoder.bytes_per_edge(frames, model.prediction_steps)
+
+
+# What a training step keeps beyond its per-edge tensors (inputs of every layer, the output
+# networks' activations, the allocator's slack): a factor on the per-edge estimate.
+TRAINING_SLACK = 3
+
+
+def training_step_bytes(
+    model: NRIModel, guide: NRIGuide, batch_size: int, num_objects: int, num_frames: int
+) -> int:
+    """An upper estimate of a training step's device memory: the parameters with their
+    gradients and Adam's two moments (16 bytes each), and ``TRAINING_SLACK`` times the
+    per-edge tensors the backward pass keeps: the encoder's, and the decoder's of every
+    step (``prediction_steps`` sequential steps of a Markovian decoder, one per frame of a
+    recurrent one). For planning runs that share one GPU (``ablate --jobs``)."""
+    edges = num_objects * (num_objects - 1)
+    frames = min(num_frames, guide.num_frames)
+    steps = model.prediction_steps if model.decoder.markovian else frames - 1
+    per_edge = _decoder_bytes_per_edge(model, frames) * steps + guide.encoder.bytes_per_edge(frames)
+    parameters = sum(p.numel() for p in (*model.parameters(), *guide.parameters()))
+    return 16 * parameters + TRAINING_SLACK * batch_size * edges * per_edge
 
 
 @torch.no_grad()

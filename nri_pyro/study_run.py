@@ -35,6 +35,9 @@ def run_child(run_dir: Path) -> None:
 
     config = json.loads((run_dir / "run.json").read_text())
     torch.set_num_threads(config["threads"])
+    fraction = config.get("memory_fraction")  # a share of a GPU that other runs share too
+    if fraction is not None and torch.device(config["device"]).type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(fraction, torch.device(config["device"]))
     for module in config.get("imports", []):
         importlib.import_module(module)
     splits = load_dataset(config["data"])

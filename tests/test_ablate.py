@@ -322,3 +322,39 @@ def test_a_data_key_with_data_files_is_refused_saying_why(tmp_path, data, capsys
     err = capsys.readouterr().err
     assert f"data.train cannot vary with --data {data}: a dataset folder holds fixed files" in err
     assert not out.exists()
+
+
+def test_runs_sharing_one_gpu_are_checked_to_fit_and_each_held_to_its_share(
+    tmp_path, data, monkeypatch
+):
+    """--jobs K --device cuda on a (fake) GPU: K runs' estimated memory must fit in what it
+    has free, before any work; each run is given 1/K of it."""
+    from nri_pyro.ablate import Study
+    from nri_pyro.evaluation import training_step_bytes
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    free = {"bytes": 40 * gib}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * gib))
+    study = Study(["prior.name=uniform,sparse"], out=tmp_path / "a", data=data, overrides=TINY,
+                  device="cuda", jobs=4)  # fmt: skip
+    assert study.memory_fraction == 0.25
+    free["bytes"] = int(1.5 * gib)  # room for two runs and their CUDA contexts
+    with pytest.raises(ValueError, match=r"4 runs at once on cuda need about .* GiB free of "
+                                         r"80\.0: use --jobs 2"):  # fmt: skip
+        Study(["prior.name=uniform"], out=tmp_path / "b", data=data, overrides=TINY,
+              device="cuda", jobs=4)  # fmt: skip
+    assert not (tmp_path / "b").exists()  # refused before any work
+    one = Study(["prior.name=uniform"], out=tmp_path / "c", data=data, overrides=TINY,
+                device="cuda", jobs=1)  # fmt: skip
+    assert one.memory_fraction is None  # one run alone takes what it needs
+    # The estimate grows with the batch and with the objects (per-edge tensors)
+    from nri_pyro.api import build
+
+    x = torch.zeros(1, 5, 49, 4)
+    model, guide = build("nri", "mlp", x)
+    small = training_step_bytes(model, guide, 8, 5, 49)
+    assert training_step_bytes(model, guide, 16, 5, 49) > small > 16 * sum(
+        p.numel() for p in (*model.parameters(), *guide.parameters())
+    )
