@@ -62,8 +62,10 @@ def test_the_sparse_prior_lowers_the_inferred_edge_density_of_sparse_graphs(spar
 
 def test_the_dirichlet_prior_recovers_the_edge_frequency_of_the_data(sparse_springs):
     """The learned frequency of "any edge" (posterior mean of 1 - pi_0) is within 0.05 of
-    the dataset's true frequency (0.244); a model that learned nothing says about 0.5."""
-    nri = _fit(sparse_springs, ["prior.name=dirichlet", "train.lr=0.005"], epochs=15)
+    the dataset's true frequency (0.244); a model that learned nothing says about 0.5.
+    (At 15 epochs the figure sat on the threshold: it passed in CI and was 0.051 off on
+    another machine; at 20 epochs it was 0.019 off there.)"""
+    nri = _fit(sparse_springs, ["prior.name=dirichlet", "train.lr=0.005"], epochs=20)
     nri.guide.eval()
     learned = 1 - float(nri.guide.prior_guide.posterior().mean[0])
     accuracy = nri.evaluate(sparse_springs["test"])["edge_accuracy"]
