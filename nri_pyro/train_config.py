@@ -21,6 +21,9 @@ class TrainConfig:
     lr_decay_every: int = 200
     lr_decay: float = 0.5
     grad_clip: float | None = None
+    # Skip a step whose loss or gradient norm is not finite or spikes above this factor of
+    # its running level (nri_pyro.step_guard); None: every step is taken.
+    step_guard: float | None = None
     objective: str = "nri"
     kl_weight: float = 1.0
     kl_anneal_epochs: int = 0
@@ -56,6 +59,14 @@ class TrainConfig:
                 raise ValueError(f"train.{f.name} must be true or false, got {value!r}")
         if self.grad_clip is not None and not isinstance(self.grad_clip, (int, float)):
             raise ValueError(f"train.grad_clip must be a number, got {self.grad_clip!r}")
+        if self.step_guard is not None and (
+            not isinstance(self.step_guard, (int, float)) or isinstance(self.step_guard, bool)
+            or not self.step_guard > 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"train.step_guard must be a factor above 1 (e.g. 10) or null, "
+                f"got {self.step_guard!r}"
+            )
         checks = [
             (self.epochs >= 1, "train.epochs must be >= 1"),
             (self.batch_size >= 1, "train.batch_size must be >= 1"),

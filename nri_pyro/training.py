@@ -55,6 +55,7 @@ from nri_pyro.model import NRIModel
 from nri_pyro.nn import compile_loss, compile_modules
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.objectives import fast_path_unsupported, training_loss
+from nri_pyro.step_guard import MAX_CONSECUTIVE, StepGuard
 from nri_pyro.train_config import SELECT_METRICS, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ class Trainer:
         elif config.compile:
             compile_modules(model), compile_modules(guide)
         self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
+        # train.step_guard's judge of each step, and this epoch's skipped and clipped steps.
+        self.step_guard = None if config.step_guard is None else StepGuard(config.step_guard)
+        self.steps = {"skipped": 0, "clipped": 0}
         # Fused Adam: one kernel for every parameter instead of about 20 operations each
         # (the same update to float rounding; benchmarks/step_overhead.py counts them).
         fused = self.device.type in ("cpu", "cuda")
@@ -193,6 +197,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cuda": cuda, "device": str(self.device)},
             "best": dict(self.best),
+            "step_guard": None if self.step_guard is None else self.step_guard.state_dict(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -220,6 +225,8 @@ class Trainer:
                 torch.cuda.set_rng_state_all(cuda)
         self.epoch = state["epoch"]
         self.best = dict(state["best"])
+        if self.step_guard is not None and state.get("step_guard"):
+            self.step_guard.load_state_dict(state["step_guard"])
 
     def _write_run_files(self) -> None:
         assert self.run_dir is not None
@@ -276,7 +283,7 @@ class Trainer:
         weight = self.kl_weight(epoch)
         self.model.train()
         self.guide.train()
-        total = 0.0
+        total, skipped = 0.0, 0
         batches = batch_slices(num, c.batch_size)
         dp = self.dp
         if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
@@ -302,22 +309,26 @@ class Trainer:
             batch_loss = self.train_step(x, known, num_trajectories=num, kl_weight=weight,
                                          batch_size=len(positions), epoch=epoch,
                                          validate=checks and i == 0)  # fmt: skip
+            if batch_loss is None:  # skipped by the step guard: not in the epoch's loss
+                skipped += len(positions)
+                continue
             total += batch_loss
             bar.set_postfix(loss=f"{batch_loss / len(positions):.4g}")
         self.scheduler.step()
-        seen = sum(b.stop - b.start for b in batches)
-        return total / seen
+        seen = sum(b.stop - b.start for b in batches) - skipped
+        return total / seen if seen else math.nan
 
     def train_step(
         self, x: Tensor, known: dict[str, Tensor], *, num_trajectories: int, kl_weight: float,
         batch_size: int | None = None, epoch: int = 0, validate: bool | None = None,
-    ) -> float:  # fmt: skip
+    ) -> float | None:  # fmt: skip
         """One SVI step on the minibatch ``x`` (on the device; ``known``: its revealed edges
         and their mask, or nothing): the ELBO of ``num_trajectories`` estimated from it, its
         gradients and an optimizer update. Returns the minibatch's summed loss (over every
         process, where ``batch_size`` is the minibatch of all processes together).
         ``epoch`` (0-based) only names the epoch in a divergence error; ``validate``: check
-        the distributions' arguments (Pyro's validation) or not; None leaves it as it is."""
+        the distributions' arguments (Pyro's validation) or not; None leaves it as it is.
+        Returns None for a step that train.step_guard skipped (no update)."""
         dp, c = self.dp, self.config
         num, weight, count = num_trajectories, kl_weight, x.shape[0]
         positions = count if batch_size is None else batch_size
@@ -333,16 +344,41 @@ class Trainer:
             raise
         # Summed over the processes (every one sees the same), before any can stop.
         batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * count)
+        guard = self.step_guard
+        if guard is not None and self._skip(epoch, guard.loss_problem(batch_loss / positions)):
+            return None
         if not math.isfinite(batch_loss):
             raise self._divergence(epoch, f"the loss became {batch_loss}")
         if dp is not None:  # DDP averages the gradients: weight by the share of the batch
             loss = loss * (dp.world_size * count / positions)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if c.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), c.grad_clip)
+        if c.grad_clip is not None or guard is not None:
+            # The norm before clipping (the same on every process: DDP's gradients are).
+            limit = math.inf if c.grad_clip is None else c.grad_clip
+            norm = float(torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), limit))
+            if guard is not None:
+                if self._skip(epoch, guard.gradient_problem(norm)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                guard.take(batch_loss / positions, norm)
+            self.steps["clipped"] += int(norm > limit)
         self.optimizer.step()
         return batch_loss
+
+    def _skip(self, epoch: int, problem: str | None) -> bool:
+        """With the step guard: whether to skip this step for ``problem`` (None: take it),
+        counting it; many skipped in a row are a divergence."""
+        if problem is None:
+            return False
+        self.steps["skipped"] += 1
+        logger.debug(f"epoch {epoch + 1}: skipped a step: {problem}")
+        if self.step_guard.skipped():
+            raise self._divergence(
+                epoch, f"{MAX_CONSECUTIVE} steps in a row were skipped by train.step_guard "
+                f"(the last: {problem})",
+            )  # fmt: skip
+        return True
 
     # --- divergence --------------------------------------------------------------------
     def _divergence(self, epoch: int, what: str) -> TrainingDiverged:
@@ -433,6 +469,7 @@ class Trainer:
         while self.epoch < c.epochs:
             epoch = self.epoch
             start = time.perf_counter()
+            self.steps = {"skipped": 0, "clipped": 0}
             train_loss = self.train_epoch(epoch)
             self._check_outputs(epoch)  # before anything is measured or saved with them
             record: dict[str, Any] = {
@@ -442,6 +479,10 @@ class Trainer:
                 "kl_weight": self.kl_weight(epoch),
                 "elbo": self.elbo_path,  # how its steps computed the ELBO: "fast" or "pyro"
             }
+            if c.step_guard is not None:
+                record["skipped_steps"] = self.steps["skipped"]  # no update: not in train_loss
+            if c.grad_clip is not None:
+                record["clipped_steps"] = self.steps["clipped"]
             if self.valid is not None:
                 vx, vedges = self.valid
                 metrics = evaluate(
@@ -599,5 +640,7 @@ def _format_record(record: dict[str, Any]) -> str:
     for key, label in (("valid_edge_accuracy", "acc"), ("valid_nll", "nll"), ("valid_mse", "mse")):
         if key in record:
             parts.append(f"{label} {record[key]:.4g}")
+    if record.get("skipped_steps"):
+        parts.append(f"skipped {record['skipped_steps']} steps")
     parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)

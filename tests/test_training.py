@@ -325,3 +325,70 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_torn_earlier_one_named(small,
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 1, is not a metrics record"):
         NRI(overrides=TINY).fit(small["train"], epochs=4, out=out, resume=True)
     assert (out / "resumes.jsonl").read_text().splitlines() == resumes  # no resume recorded
+
+
+def test_the_step_guard_skips_non_finite_and_spiking_steps_and_counts_them(
+    tmp_path, small, monkeypatch
+):
+    """train.step_guard: a NaN loss (even in the warm-up), a loss 1e4 times too large and a
+    gradient 1e4 times too large (same loss) are each skipped, leaving every weight as it
+    was; each epoch's record counts them; the guard's state is checkpointed; many skipped in
+    a row are a divergence. Without the guard a NaN loss stops the run, as before."""
+    from nri_pyro import training
+
+    original = training.training_loss
+    spikes = {2: "nan", 26: "loss", 31: "gradient"}  # step (1-based; 4 steps an epoch) -> kind
+    calls, checks = [0], []
+
+    class Spiky(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            calls[0] += 1
+            if checks and checks[-1][0] == calls[0] - 1:  # the step after a spiked one
+                checks[-1] = (checks[-1][0], torch.equal(checks[-1][1], self._flat()))
+            loss = self.inner(*args, **kwargs)
+            kind = spikes.get(calls[0])
+            if kind is not None:
+                checks.append((calls[0], self._flat()))
+            if kind == "nan":
+                return loss * float("nan")
+            if kind == "loss":
+                return loss * 1e4
+            if kind == "gradient":  # the same value, 1e4 times its gradient
+                return loss + 1e4 * (loss - loss.detach())
+            return loss
+
+        def _flat(self):
+            return torch.cat([p.detach().flatten().clone() for p in self.inner.parameters()])
+
+    def spiky_loss(*args, **kwargs):
+        loss, path = original(*args, **kwargs)
+        return Spiky(loss), path
+
+    monkeypatch.setattr(training, "training_loss", spiky_loss)
+    # A clip every step's gradient exceeds: each step taken is counted as clipped.
+    nri = NRI(overrides=[*TINY, "train.step_guard=10", "train.grad_clip=1e-3"])
+    nri.fit(small["train"], small["valid"], epochs=8, out=tmp_path / "run")
+    skipped = [r["skipped_steps"] for r in nri.history]
+    assert skipped == [1, 0, 0, 0, 0, 0, 1, 1]
+    assert [r["clipped_steps"] for r in nri.history] == [4 - n for n in skipped]
+    assert [c for _, c in checks] == [True, True, True]  # no weight moved on a skipped step
+    assert all(np.isfinite([r["train_loss"], r["valid_nll"]]).all() for r in nri.history)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step_guard"]
+    assert state["taken"] == 8 * 4 - 3 and state["consecutive"] == 0
+
+    spikes.clear()  # without the guard a NaN loss stops the run
+    spikes.update({2: "nan"})
+    calls[0] = 0
+    with pytest.raises(TrainingDiverged, match="epoch 1: the loss became nan"):
+        NRI(overrides=TINY).fit(small["train"], epochs=1)
+    spikes.update({i: "nan" for i in range(1, 40)})  # with it, many in a row are a divergence
+    calls[0] = 0
+    with pytest.raises(TrainingDiverged, match="25 steps in a row were skipped by train.step_g"):
+        NRI(overrides=[*TINY, "train.step_guard=10"]).fit(small["train"], epochs=10)
+    for bad in ("1", "0.5", "true", "big"):
+        with pytest.raises(ValueError, match="train.step_guard must be a factor above 1"):
+            NRI(overrides=[*TINY, f"train.step_guard={bad}"])
