@@ -135,7 +135,8 @@ class Trainer:
         elif config.compile:
             compile_modules(model), compile_modules(guide)
         self.step_fn = self.loss_fn if data_parallel is None else self._data_parallel(x)
-        # train.step_guard's judge of each step, and this epoch's skipped and clipped steps.
+        # train.step_guard's judge of each step, and the epoch's skipped and clipped steps
+        # (counted by train_step, reset by train_epoch).
         self.step_guard = None if config.step_guard is None else StepGuard(config.step_guard)
         self.steps = {"skipped": 0, "clipped": 0}
         # Fused Adam: one kernel for every parameter instead of about 20 operations each
@@ -284,6 +285,7 @@ class Trainer:
         self.model.train()
         self.guide.train()
         total, skipped = 0.0, 0
+        self.steps = {"skipped": 0, "clipped": 0}  # this epoch's, for its record
         batches = batch_slices(num, c.batch_size)
         dp = self.dp
         if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
@@ -469,7 +471,6 @@ class Trainer:
         while self.epoch < c.epochs:
             epoch = self.epoch
             start = time.perf_counter()
-            self.steps = {"skipped": 0, "clipped": 0}
             train_loss = self.train_epoch(epoch)
             self._check_outputs(epoch)  # before anything is measured or saved with them
             record: dict[str, Any] = {
