@@ -267,6 +267,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if run is not None and not run.is_main:
         return 0
     summary: dict = {"run": str(out), "preset": None if preset is None else preset.name}
+    # What a prior like prior.name=charges assumes about the system (None: nothing):
+    # results with it are never to be read as the unstructured model's.
+    knowledge = nri.model.prior.system_knowledge
+    summary["system_knowledge"] = knowledge
     held_out = "test" if "test" in splits else "valid" if "valid" in splits else None
     if held_out is not None:
         summary[held_out] = nri.evaluate(splits[held_out])
@@ -275,7 +279,8 @@ def _run_train(args: argparse.Namespace) -> int:
     }  # fmt: skip
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if held_out is not None and "edge_accuracy" in summary[held_out]:
-        say(f"held-out ({held_out}) edge accuracy: {summary[held_out]['edge_accuracy']:.4f}")
+        say(f"held-out ({held_out}) edge accuracy: {summary[held_out]['edge_accuracy']:.4f}"
+            + ("" if knowledge is None else f" (uses knowledge of the system: {knowledge})"))
     say(f"run saved in {out}")
     return 0
 
@@ -409,6 +414,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
             print(f"{key:<{width}}  {value:.6g}")
+    knowledge = nri.model.prior.system_knowledge
+    if knowledge is not None:  # on stderr: --json's stdout holds the object alone
+        print(f"prior {nri.model.prior.name} uses knowledge of the system: {knowledge}",
+              file=sys.stderr)
     return 0
 
 

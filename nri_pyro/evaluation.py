@@ -214,6 +214,8 @@ def importance_log_weights(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     device = torch.device(device)
     weigh = _dynamic_log_weights if model.dynamic else _static_log_weights
+    if model.prior.node_level:
+        weigh = _node_log_weights
     out = []
     devices = [device] if device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
@@ -259,6 +261,26 @@ def _static_log_weights(
             log_w = log_w + ((log_prior - log_q).squeeze(-1) * latent).sum(-1)
         weights.append(log_w)
     return torch.cat(weights).T
+
+
+def _node_log_weights(
+    model: NRIModel, guide: NRIGuide, xt: Tensor, num_samples: int, batch_size: int
+) -> Tensor:
+    """The importance log-weights of one batch xt of a node-level prior: [B, num_samples];
+    the latents per object drawn from the guide's categorical probabilities, one sample
+    decoded at a time."""
+    b, n = xt.shape[:2]
+    probs = torch.softmax(guide.node_logits(xt), -1)  # [B, ..., K_s]
+    log_prior = model.prior.node_distribution(xt, b, n).probs.log()
+    weights = []
+    for _ in range(num_samples):
+        types = dist.Categorical(probs=probs).sample()  # [B, ...]
+        one_hot = torch.nn.functional.one_hot(types, probs.shape[-1]).to(xt.dtype)
+        log_ratio = ((log_prior - probs.log()) * one_hot).flatten(1).sum(1)
+        loc = model.predict(xt, model.prior.edges(one_hot, n))
+        log_lik = dist.Normal(loc, model.sigma.to(loc.dtype)).log_prob(xt[:, :, 1:])
+        weights.append(log_lik.sum((1, 2, 3)) + log_ratio)
+    return torch.stack(weights, dim=1)
 
 
 def _dynamic_log_weights(

@@ -13,7 +13,9 @@ counted. What p(z) is:
   trajectory, the quantity :func:`nri_pyro.evaluation.importance_log_weights` estimates by
   drawing pi; here pi is never drawn (Rao-Blackwellised);
 - a shared graph (``graph.shared``): the guide's posterior of the one graph, q(z),
-  likewise the posterior predictive density.
+  likewise the posterior predictive density;
+- a node-level prior (``charges``, :mod:`nri_pyro.priors.nodes`): the 2 ** (N-1) graphs
+  of the free signs, each of probability 2 ** -(N-1), always summed exactly.
 
 Methods (:data:`METHODS`, chosen by ``benchmarks/evidence.py``; its docstring has the
 figures):
@@ -126,6 +128,8 @@ def count_graphs(model: NRIModel, num_objects: int) -> int:
     """The graphs a static model's latent slots allow on ``num_objects`` objects: K ** U,
     U the latent slots (ordered pairs, or unordered with ``graph.symmetric``) less the
     known ones (``graph.known.adjacency``)."""
+    if model.prior.node_level:  # the graphs its per-object signs make: 2 ** (N - 1)
+        return 2 ** (num_objects - 1)
     return model.num_edge_types ** _latent_slots(model, num_objects)
 
 
@@ -170,6 +174,14 @@ def held_out_log_evidence(
         return Evidence(log_evidence(weights), _khat(weights, pareto_khat), "guide")
     n = x.shape[1]
     graphs = count_graphs(model, n)
+    if model.prior.node_level:
+        if method not in ("auto", "exact"):
+            raise ValueError(
+                f"prior.name={model.prior.name} allows only the {graphs:,} graphs of its "
+                f"per-object signs: its evidence is summed exactly, method 'exact' (or "
+                f"'auto'), not {method!r}"
+            )
+        method = "exact"
     if method == "auto":
         neighbourhood = 1 + _latent_slots(model, n) * (model.num_edge_types - 1)
         method = "exact" if graphs <= num_samples + neighbourhood else "local"
@@ -189,7 +201,9 @@ def held_out_log_evidence(
         for first in range(0, x.shape[0], rows):
             xt = x[first : first + rows, :, : guide.num_frames].to(device)
             terms = _Terms(model, guide, xt, rows)
-            if method == "exact":
+            if method == "exact" and model.prior.node_level:
+                estimate, weights = terms.exact_nodes(), None
+            elif method == "exact":
                 estimate, weights = terms.exact(), None
             elif method == "annealed":
                 estimate, weights = terms.annealed(num_samples, anneal_steps)
@@ -325,6 +339,20 @@ class _Terms:
             joint = self.log_likelihood(chunk) + self._prior_of(chunk)
             total = torch.logaddexp(total, torch.logsumexp(joint, 0))
         return total
+
+    def exact_nodes(self) -> Tensor:
+        """log p(x_b) of a node-level prior (:mod:`nri_pyro.priors.nodes`), summed over
+        every assignment of the N-1 free signs, each of prior probability 2 ** -(N-1): [B]."""
+        n, b = self.xt.shape[1], self.xt.shape[0]
+        types = self.model.prior.assignment_edges(n, self.xt).argmax(-1)  # [G, E]
+        if self.layout.symmetric:
+            types = types.index_select(-1, self.layout.slot_edges[:, 0])
+        total = torch.full((b,), -math.inf, dtype=torch.float64, device=self.xt.device)
+        per_pass = max(1, self.rows // b)
+        for first in range(0, len(types), per_pass):
+            joint = self.log_likelihood(types[first : first + per_pass, None])
+            total = torch.logaddexp(total, torch.logsumexp(joint, 0))
+        return total - (n - 1) * math.log(2.0)
 
     def _prior_of(self, types: Tensor) -> Tensor:
         """log p(z) of slot types [G, B', U] broadcast to [G, B]: the prior does not depend

@@ -26,9 +26,11 @@ from torch import Tensor
 
 from nri_pyro.distributions import EdgeTypes
 from nri_pyro.model import (
+    NODE_KNOWN_EDGES,
     check_edges,
     check_trajectories,
     sample_edges,
+    sample_nodes,
     trajectories_plate,
     window_site,
 )
@@ -114,6 +116,9 @@ class NRIGuide(PyroModule):
                 network.feature_size, spec["recurrent"]["hidden"], num_edge_types
             )
         self.prior_guide = (prior or UniformPrior(num_edge_types)).make_guide()
+        # A prior over latents per object (nri_pyro.priors.nodes): the guide infers them
+        # from its encoder's pair logits with the prior's own rule (its node_logits).
+        self.node_prior = prior if prior is not None and prior.node_level else None
         self.num_objects = num_objects
         if self.structure.shared:
             if num_objects is None:
@@ -212,12 +217,28 @@ class NRIGuide(PyroModule):
             return pooled
         return self.shared_logits.to(pooled.dtype) if bool(self.shared_tracked) else pooled
 
+    def node_logits(self, x: Tensor) -> Tensor:
+        """A node-level prior's latent: its logits (e.g. [B, N-1, 2], a sign per object), from the
+        encoder's edge logits by the prior's rule (:meth:`ChargePrior.node_logits
+        <nri_pyro.priors.nodes.ChargePrior.node_logits>`)."""
+        if self.node_prior is None:
+            raise ValueError("node_logits needs a node-level prior (such as prior.name=charges)")
+        return self.node_prior.node_logits(self.logits(x))
+
     def slot_probs(
         self, x: Tensor, edges: Tensor | None = None, edge_mask: Tensor | None = None
     ) -> Tensor:
         """Posterior edge-type probabilities of the latent slots, known edges one-hot:
-        [B, U, K] ([1, U, K] for a shared graph)."""
+        [B, U, K] ([1, U, K] for a shared graph). With a node-level prior: each edge's
+        marginal under the guide's independent per-object latents."""
         check_edges(edges, edge_mask, x, self.num_edge_types)
+        if self.node_prior is not None:
+            if edges is not None:
+                raise ValueError(NODE_KNOWN_EDGES.format(prior=self.node_prior.name))
+            probs = torch.softmax(self.node_logits(x), -1)
+            probs = self.node_prior.edges(probs, x.shape[1])  # [B, E, K]
+            layout = self.structure.layout(x.shape[1], x.device)
+            return probs.index_select(-2, layout.slot_edges[:, 0]) if layout.symmetric else probs
         logits = self.slot_logits(x)
         return self._known_one_hot(torch.softmax(logits, -1), x, edges, edge_mask)
 
@@ -256,6 +277,9 @@ class NRIGuide(PyroModule):
         """One relaxed (or, with ``hard``, one-hot) sample of every ordered pair's type,
         drawn per latent slot: [B, E, K] (both directions equal when symmetric); a dynamic
         graph's per window, [B, W, E, K]."""
+        if self.node_prior is not None:  # the latents per object, then their edges
+            signs = EdgeTypes(self.temperature, logits=self.node_logits(x), hard=hard)
+            return self.node_prior.edges(signs.rsample(), x.shape[1])
         probs = self.slot_probs(x)
         z = EdgeTypes(self.temperature, probs=probs, hard=hard).rsample()
         layout = self.structure.layout(x.shape[1], x.device)
@@ -295,6 +319,12 @@ class NRIGuide(PyroModule):
         check_edges(edges, edge_mask, x, self.num_edge_types)
         if self.dynamic:
             return self._forward_dynamic(x, edges, num_trajectories, kl_weight)
+        if self.node_prior is not None:  # q(s | x): the latents per object
+            if edges is not None:
+                raise ValueError(NODE_KNOWN_EDGES.format(prior=self.node_prior.name))
+            q = self.edge_distribution(self.node_logits(x))
+            plate = trajectories_plate(x, num_trajectories)
+            return sample_nodes(q, plate, kl_weight, self.node_prior.site)
         batch = x.shape[0]
         logits = self.slot_logits(x)
         layout = self.structure.layout(x.shape[1], x.device)

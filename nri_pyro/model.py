@@ -48,6 +48,10 @@ from nri_pyro.structure import GraphStructure
 # Settings of the decoder section that the model reads itself (NRI's multi-step scheme);
 # the rest go to the decoder's class.
 DECODER_SCHEME_KEYS = frozenset({"prediction_steps", "burn_in_steps"})
+NODE_KNOWN_EDGES = (
+    "prior.name={prior} makes every edge a function of latents per object: it takes no known "
+    "edges"
+)
 DYNAMIC_KNOWN_EDGES = (
     "a dynamic graph (graph.dynamic) takes no known edges: they would hold for the whole "
     "trajectory"
@@ -113,6 +117,15 @@ def sample_edges(
             return pyro.sample(name, site.to_event(1))
     with plate, poutine.scale(scale=kl_weight):
         return pyro.sample(name, site.to_event(1))
+
+
+def sample_nodes(
+    site: dist.Distribution, plate: pyro.plate, kl_weight: float, name: str
+) -> Tensor:
+    """A node-level prior's latent site (model and guide alike): one event per trajectory
+    under ``plate``, whatever its shape ([B, G] or [B, N-1, K]), scaled by ``kl_weight``."""
+    with plate, poutine.scale(scale=kl_weight):
+        return pyro.sample(name, site.to_event(len(site.batch_shape) - 1))
 
 
 def window_site(window: int) -> str:
@@ -241,6 +254,8 @@ class NRIModel(PyroModule):
         check_edges(edges, edge_mask, x, self.num_edge_types)
         if self.dynamic:
             return self._forward_dynamic(x, edges, num_trajectories, kl_weight)
+        if self.prior.node_level:
+            return self._forward_nodes(x, edges, num_trajectories, kl_weight)
         batch, num_objects = x.shape[:2]
         k, shared = self.num_edge_types, self.structure.shared
         layout = self.structure.layout(num_objects, x.device)
@@ -305,6 +320,27 @@ class NRIModel(PyroModule):
             )
             windows.append(previous)
         z = layout.to_edges(torch.stack(windows, dim=1))  # [B, W, E, K]
+        with plate:
+            pyro.sample("x", self.likelihood(x, z), obs=x[:, :, 1:])
+        return z
+
+
+    def _forward_nodes(
+        self, x: Tensor, edges: Tensor | None, num_trajectories: int | None, kl_weight: float
+    ) -> Tensor:
+        """Latents per object (a node-level prior, :mod:`nri_pyro.priors.nodes`): for
+        each trajectory
+
+            s ~ prior (site ``prior.site``),  z = prior.edges(s)  [B, E, K]
+            x[t+1] ~ Normal(decoder(x, z)[t], sigma)
+        """
+        if edges is not None:
+            raise ValueError(NODE_KNOWN_EDGES.format(prior=self.prior.name))
+        batch, num_objects = x.shape[:2]
+        plate = trajectories_plate(x, num_trajectories)
+        site = self.prior.node_distribution(x, batch, num_objects)
+        latent = sample_nodes(site, plate, kl_weight, self.prior.site)
+        z = self.prior.edges(latent, num_objects)
         with plate:
             pyro.sample("x", self.likelihood(x, z), obs=x[:, :, 1:])
         return z

@@ -30,7 +30,12 @@ from torch.distributions import kl_divergence
 
 from nri_pyro.data.dataset import check_trajectories
 from nri_pyro.distributions import edge_types_kl
-from nri_pyro.model import DYNAMIC_KNOWN_EDGES, check_edges, known_edges_likelihood
+from nri_pyro.model import (
+    DYNAMIC_KNOWN_EDGES,
+    NODE_KNOWN_EDGES,
+    check_edges,
+    known_edges_likelihood,
+)
 from nri_pyro.nn.decoders import recompute_threshold
 from nri_pyro.nn.parallel import paused
 
@@ -131,6 +136,8 @@ class MeanFieldLoss(nn.Module):
         check_edges(edges, edge_mask, x, model.num_edge_types)
         if model.dynamic and edges is not None:
             raise ValueError(DYNAMIC_KNOWN_EDGES)
+        if model.prior.node_level and edges is not None:
+            raise ValueError(NODE_KNOWN_EDGES.format(prior=model.prior.name))
         layout = model.structure.layout(x.shape[1], x.device)
         known = model.structure.known_slots(edges, edge_mask, layout, x.shape[0])
         recompute_threshold(x.device)  # read from the host here, a constant when compiled
@@ -147,6 +154,12 @@ class MeanFieldLoss(nn.Module):
         model, guide = self.model, self.guide
         batch, num_objects = x.shape[:2]
         scale = (num_trajectories or batch) / batch  # the plate's: dataset / minibatch
+        if model.prior.node_level:  # latents per object, the edges a function of them
+            q = guide.edge_distribution(guide.node_logits(x))
+            p = model.prior.node_distribution(x, batch, num_objects)
+            z = model.prior.edges(q.rsample(), num_objects)
+            log_likelihood = model.likelihood(x, z).log_prob(x[:, :, 1:]).sum() * scale
+            return -(log_likelihood - kl_weight * edge_types_kl(q, p).sum() * scale)
         structure = model.structure
         layout = structure.layout(num_objects, x.device)
         logits = guide.slot_logits(x)  # [B, (W,) U, K], or [U, K] for a shared graph

@@ -279,14 +279,29 @@ class GraphStructure:
 
 def check_dynamic(prior: Any, structure: GraphStructure, decoder: type) -> None:
     """Clear errors for a prior (an :class:`~nri_pyro.priors.EdgePrior`; this module sits
-    below the priors) or decoder class that does not fit the graph's (non-)dynamics:
-    a prior over windows needs windows, and windows need a decoder whose class declares
-    ``per_step_edges`` (it takes edges that change from step to step)."""
+    below the priors) or decoder class that does not fit the graph's structure: a prior
+    over windows needs windows, a prior over per-object latents (``node_level``) one
+    static, unshared graph per trajectory without known edges, and windows need a decoder
+    whose class declares ``per_step_edges`` (it takes edges that change from step to
+    step)."""
     if prior.dynamic_only and structure.window is None:
         raise ValueError(
             f"prior.name={prior.name} is a prior over how edges change between windows: it "
             f"needs a dynamic graph, graph.dynamic: {{window: W}}"
         )
+    if getattr(prior, "node_level", False):
+        parts = [
+            (structure.window is not None, "a dynamic graph (graph.dynamic)"),
+            (structure.shared, "a shared graph (graph.shared)"),
+            (structure.known is not None, "known edges (graph.known)"),
+        ]
+        used = [what for on, what in parts if on]
+        if used:
+            raise ValueError(
+                f"prior.name={prior.name} draws a latent per object and makes every edge a "
+                f"function of them, one graph per trajectory: it does not take "
+                f"{' or '.join(used)}"
+            )
     if structure.window is not None and not getattr(decoder, "per_step_edges", False):
         name = getattr(decoder, "name", decoder.__name__)
         raise ValueError(

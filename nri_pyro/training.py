@@ -112,6 +112,9 @@ class Trainer:
         if self.run_dir is not None:
             # A digest of the training data: a resumed run must continue on the same data.
             self.data_info["train_digest"] = distributed.fingerprint(x)
+        # A prior that assumes something about the system (prior.name=charges) refuses
+        # training data whose true graphs contradict it, before any work.
+        model.prior.check_truth(self.train_edges, x.shape[1])
         # graph.known.fraction: a fixed part of the training edges is observed (semi-supervised)
         self.train_mask = model.structure.training_mask(x.shape[0], x.shape[1])
         if self.train_mask is not None and self.train_edges is None:

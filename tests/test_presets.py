@@ -86,7 +86,7 @@ def test_specs_and_presets_resolve_by_name_from_any_folder(tmp_path, monkeypatch
     model, guide, _ = resolve_specs("nri_sparse", "cnn")
     assert model["prior"]["name"] == "sparse" and guide["encoder"]["name"] == "cnn"
     assert load_preset("charged5").system == "charged"
-    with pytest.raises(FileNotFoundError, match="valid model specs: nri, nri_dirichlet"):
+    with pytest.raises(FileNotFoundError, match="valid model specs: nri, nri_charges, nri_dirichlet"):
         resolve_specs("nri_sprase")
     own = tmp_path / "mine.yaml"  # a preset of one's own, on a shipped base
     own.write_text("base: charged5\ntrain: {lr: 0.01}\n")

@@ -43,7 +43,7 @@ def _in_plate(site) -> bool:
 
 
 def test_every_documented_prior_is_registered():
-    assert {"uniform", "categorical", "sparse", "dirichlet"} <= set(PRIORS)
+    assert {"uniform", "categorical", "sparse", "dirichlet", "charges"} <= set(PRIORS)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,8 @@ def test_every_documented_prior_is_registered():
     [
         (
             {"name": "nope"},
-            "valid priors: categorical, dirichlet, markov, markov_learned, sparse, uniform",
+            "valid priors: categorical, charges, dirichlet, markov, markov_learned, sparse, "
+            "uniform",
         ),
         ({"name": "categorical", "probs": [1.1, -0.1]}, "must all be positive"),
         ({"name": "categorical", "probs": [0.5, 0.4]}, "must sum to 1"),
@@ -163,7 +164,11 @@ COMBINATIONS = list(
             (f"graph.known.adjacency={KNOWN}",),
         ],
     )
-)
+) + [  # the node-level prior: no shared graph, no known edges (any structure given: no
+    # edges passed at call time)
+    ("charges", ("graph.symmetric=true", "decoder.skip_first=false")),
+    ("charges", ("graph.symmetric=false", "prior.inference=mean_field")),
+]
 
 
 def _steps_are_finite(

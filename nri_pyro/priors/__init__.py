@@ -26,8 +26,13 @@ transition matrix a global latent with a Dirichlet prior per row). A static prio
 every window independently. A prior's :meth:`EdgePrior.window_distribution` is the one
 place that says how windows relate.
 
+A prior over latents per object, the edges a function of them: ``charges`` (a sign per
+object, a pair's type the product of the two signs: charged particles; it uses knowledge
+of the system, and needs a static, unshared graph without known edges).
+
 The family's files: ``base.py`` (:class:`EdgePrior`, the registry, :func:`build_prior`),
-``static.py`` (priors that draw every edge independently) and ``chain.py`` (the chains).
+``static.py`` (priors that draw every edge independently), ``chain.py`` (the chains) and
+``nodes.py`` (priors over per-object latents).
 """
 
 from nri_pyro.priors.base import PRIORS, EdgePrior, build_prior, check_probs, register_prior
@@ -38,6 +43,7 @@ from nri_pyro.priors.chain import (
     MarkovPrior,
     TransitionPosterior,
 )
+from nri_pyro.priors.nodes import SIGNS_SITE, ChargePrior
 from nri_pyro.priors.static import (
     FREQS_SITE,
     CategoricalPrior,
@@ -54,8 +60,10 @@ __all__ = [
     "FREQS_SITE",
     "GRAPH_DEFAULTS",
     "PRIORS",
+    "SIGNS_SITE",
     "TRANSITIONS_SITE",
     "CategoricalPrior",
+    "ChargePrior",
     "ChainPrior",
     "DirichletPosterior",
     "DirichletPrior",

@@ -35,6 +35,12 @@ class EdgePrior:
     name: ClassVar[str] = ""
     # True for priors over how edges evolve between windows: they need ``graph.dynamic``.
     dynamic_only: ClassVar[bool] = False
+    # True for priors whose latents are per object, the edges a function of them
+    # (nri_pyro.priors.nodes): they sample ``site`` instead of the edges.
+    node_level: ClassVar[bool] = False
+    # What a prior that encodes knowledge of the system assumes (results with it are
+    # labelled so); None for priors that assume nothing about the system.
+    system_knowledge: ClassVar[str | None] = None
 
     def __init__(self, num_edge_types: int, temperature: float = 0.5) -> None:
         if not isinstance(num_edge_types, int) or num_edge_types < 2:
@@ -72,6 +78,10 @@ class EdgePrior:
         ``state`` is what :meth:`sample` returned. A static prior draws every window
         independently from :meth:`distribution`."""
         return self.distribution(state, batch_shape)
+
+    def check_truth(self, edges: Any, num_objects: int) -> None:
+        """Refuse training data whose true graphs ([S, E] types, or None) contradict what
+        this prior assumes, before any work. Edge-wise priors assume nothing to check."""
 
     def settings(self) -> dict[str, Any]:
         """The settings that rebuild this prior (for the resolved spec)."""
