@@ -34,6 +34,7 @@ from nri_pyro.model import NRIModel
 from nri_pyro.nn import edges_to_adjacency
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset
+from nri_pyro.refine import check_refine, refine_logits
 from nri_pyro.specs import (
     apply_overrides,
     load_spec,
@@ -285,6 +286,7 @@ class NRI:
         batch_size: int = 256,
         as_adjacency: bool = False,
         per_frame: bool = False,
+        refine: int = 0,
     ) -> Tensor:
         """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``.
 
@@ -293,16 +295,27 @@ class NRI:
 
         A dynamic graph (``graph.dynamic``) has them per window, [S, W, E, K]. With
         ``per_frame``, every frame gets its window's (a static graph's: its one graph):
-        [S, T, E, K] (or [S, T, N, N, K])."""
+        [S, T, E, K] (or [S, T, N, N, K]).
+
+        ``refine`` = K > 0: the probabilities after K steps of semi-amortized refinement of
+        each trajectory's logits on its own ELBO (:mod:`nri_pyro.refine`; the weights do not
+        change; one relaxed sample per step from the global RNG)."""
         model, guide, _ = self._require_fitted()
+        check_refine(refine, model, guide)
         x, _ = self._inputs(data)
         batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
         probs_of = guide.frame_edge_probs if per_frame else guide.edge_probs
-        with eval_mode(guide):
-            probs = torch.cat([
-                probs_of(x[i : i + batch_size].to(self.device)).cpu()
-                for i in range(0, x.shape[0], batch_size)
-            ])  # fmt: skip
+        out = []
+        with eval_mode(model, guide):
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i : i + batch_size].to(self.device)
+                fixed = nullcontext()
+                if refine:
+                    xt = xb[:, :, : guide.num_frames]
+                    fixed = guide.fixed_logits(refine_logits(model, guide, xt, refine))
+                with fixed, torch.no_grad():
+                    out.append(probs_of(xb).cpu())
+        probs = torch.cat(out)
         if as_adjacency:
             return edges_to_adjacency(probs, x.shape[1], dim=-2)
         return probs
@@ -328,13 +341,17 @@ class NRI:
                 out.append(model.rollout(xb, z, steps).cpu())
         return normalizer.invert(torch.cat(out).double())
 
-    def evaluate(self, data: TrajectoryDataset, *, batch_size: int = 256) -> dict[str, float]:
-        """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`)."""
+    def evaluate(
+        self, data: TrajectoryDataset, *, batch_size: int = 256, refine: int = 0
+    ) -> dict[str, float]:
+        """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`; ``refine`` = K: after
+        K steps of semi-amortized refinement, with the amortization gap)."""
         model, guide, _ = self._require_fitted()
+        check_refine(refine, model, guide)
         x, edges = self._inputs(data)
         return evaluate(
             model, guide, x, edges, objective_name=self.config.objective,
-            batch_size=batch_size, device=self.device,
+            batch_size=batch_size, device=self.device, refine=refine,
         )  # fmt: skip
 
     # --- files -------------------------------------------------------------------------

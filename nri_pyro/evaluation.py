@@ -8,6 +8,7 @@ and rollout errors after 1 to 20 steps; and the importance-sampled held-out log 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -24,6 +25,7 @@ from nri_pyro.model import NRIModel
 from nri_pyro.nn import recompute_threshold
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.objectives import objective
+from nri_pyro.refine import REFINE_LR, check_refine, refine_logits
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ def evaluate(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     anchor_first: bool | None = None,
+    refine: int = 0,
+    refine_lr: float = REFINE_LR,
 ) -> dict[str, float]:
     """Held-out metrics of normalised trajectories x: [S, N, T, D].
 
@@ -107,15 +111,25 @@ def evaluate(
     (:func:`nri_pyro.metrics.switch_detection`; W is the model's window, 0 for a static
     model, which never switches), and switches_true / switches_detected, their counts.
 
+    With ``refine`` = K > 0 every figure is of the guide's logits after K steps of
+    semi-amortized refinement on each trajectory's own ELBO (:mod:`nri_pyro.refine`; the
+    weights are not changed), and the record adds what the refinement changed:
+    refine_steps (K; 0 without refinement), elbo_loss_unrefined, edge_accuracy_unrefined,
+    and amortization_gap, the negative ELBO per trajectory it removed (elbo_loss_unrefined
+    - elbo_loss; each a one-sample estimate per batch).
+
     Runs in eval mode with a fixed seed for the Gumbel noise, without touching the
     global RNG state.
     """
+    check_refine(refine, model, guide)
     device = torch.device(device)
     if anchor_first is None:
         anchor_first = bool(getattr(model.decoder, "skip_first", False))
     frames = guide.num_frames
     elbo = objective(objective_name)
     accumulator = EdgeAccumulator() if edges is not None else None
+    unrefined = EdgeAccumulator() if edges is not None and refine else None
+    unrefined_loss = 0.0
     per_frame = edges is not None and (edges.dim() == 3 or model.dynamic)
     if edges is not None and edges.dim() == 3 and edges.shape[1] != x.shape[2]:
         raise ValueError(
@@ -139,43 +153,51 @@ def evaluate(
         torch.manual_seed(EVAL_SEED)
         for batch in batch_slices(count, batch_size):
             xb = x[batch].to(device)
-            if accumulator is not None and not per_frame:
-                accumulator.update(guide.edge_probs(xb).cpu(), edges[batch].cpu())
-            elif accumulator is not None:
-                probs = guide.frame_edge_probs(xb).cpu()
-                truth = edges[batch].cpu()
-                if truth.dim() == 2:  # one graph per trajectory, at every frame
-                    truth = truth[:, None].expand(-1, probs.shape[1], -1)
-                accumulator.update(probs, truth)
-                if edges.dim() == 3:
-                    found = switch_detection(probs, truth, tolerance)
-                    for key in switch_counts:
-                        switch_counts[key] += found[key]
             xt = xb[:, :, :frames]
-            z = guide.sample_edges(xb)
-            err = (model.predict(xt, z) - xt[:, :, 1:]).square()
-            nll = err / (2 * variance.to(err))
-            if model.learns_variance:  # the log variance is no constant then
-                nll = nll + 0.5 * variance.to(err).log()
-            totals["nll"] += float(nll.sum()) / xt.shape[1]
-            totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
-            # The ELBO of the whole set estimated from this batch (local sites scaled by
-            # count / b, global ones once), weighted by the batch's share: the global
-            # latents' terms (a Dirichlet prior's frequencies, a shared graph) count once
-            # per evaluation, whatever the batch size, and the local ones add up.
             share = xt.shape[0] / count
-            totals["elbo_loss"] += elbo.loss(model, guide, xt, num_trajectories=count) * share
-            if _has_rollout(xb):
-                prefix = xb[:, :, :ROLLOUT_PREFIX]
-                preds = model.rollout(prefix, z, ROLLOUT_STEPS)
-                target = xb[:, :, ROLLOUT_PREFIX : ROLLOUT_PREFIX + ROLLOUT_STEPS]
-                rollout.update(preds, target)
+            fixed = contextlib.nullcontext()
+            if refine:  # the encoder's own figures first, then the refined logits' below
+                unrefined_loss += elbo.loss(model, guide, xt, num_trajectories=count) * share
+                if unrefined is not None:
+                    unrefined.update(*_scored_edges(guide, xb, edges[batch], per_frame))
+                fixed = guide.fixed_logits(refine_logits(model, guide, xt, refine, lr=refine_lr))
+            with fixed:
+                if accumulator is not None:
+                    probs, truth = _scored_edges(guide, xb, edges[batch], per_frame)
+                    accumulator.update(probs, truth)
+                    if per_frame and edges.dim() == 3:
+                        found = switch_detection(probs, truth, tolerance)
+                        for key in switch_counts:
+                            switch_counts[key] += found[key]
+                z = guide.sample_edges(xb)
+                err = (model.predict(xt, z) - xt[:, :, 1:]).square()
+                nll = err / (2 * variance.to(err))
+                if model.learns_variance:  # the log variance is no constant then
+                    nll = nll + 0.5 * variance.to(err).log()
+                totals["nll"] += float(nll.sum()) / xt.shape[1]
+                totals["mse"] += float(err.mean(dim=(1, 2, 3)).sum())
+                # The ELBO of the whole set estimated from this batch (local sites scaled by
+                # count / b, global ones once), weighted by the batch's share: the global
+                # latents' terms (a Dirichlet prior's frequencies, a shared graph) count once
+                # per evaluation, whatever the batch size, and the local ones add up.
+                totals["elbo_loss"] += elbo.loss(model, guide, xt, num_trajectories=count) * share
+                if _has_rollout(xb):
+                    prefix = xb[:, :, :ROLLOUT_PREFIX]
+                    preds = model.rollout(prefix, z, ROLLOUT_STEPS)
+                    target = xb[:, :, ROLLOUT_PREFIX : ROLLOUT_PREFIX + ROLLOUT_STEPS]
+                    rollout.update(preds, target)
     metrics = {k: v / count for k, v in totals.items()}
     if accumulator is not None:
         metrics["edge_accuracy"] = accumulator.accuracy(anchor_first)
         metrics["edge_auroc"] = accumulator.auroc(anchor_first)
         metrics["edge_density"] = accumulator.density(anchor_first)
         metrics["no_edge_type"] = accumulator.no_edge_label(anchor_first)
+    if refine:
+        metrics["elbo_loss_unrefined"] = unrefined_loss / count
+        metrics["amortization_gap"] = metrics["elbo_loss_unrefined"] - metrics["elbo_loss"]
+        if unrefined is not None:
+            metrics["edge_accuracy_unrefined"] = unrefined.accuracy(anchor_first)
+    metrics["refine_steps"] = refine
     if per_frame and edges.dim() == 3:
         true, detected, matched = (switch_counts[k] for k in switch_counts)
         metrics["switch_precision"] = matched / detected if detected else math.nan
@@ -186,6 +208,20 @@ def evaluate(
         for k in range(ROLLOUT_STEPS):
             metrics[f"mse_{k + 1}"] = float(per_step[k])
     return metrics
+
+
+def _scored_edges(
+    guide: NRIGuide, xb: Tensor, truth: Tensor, per_frame: bool
+) -> tuple[Tensor, Tensor]:
+    """A batch's edge probabilities and true types, as an EdgeAccumulator scores them: one
+    graph per trajectory, or per frame (a static graph's, and static truth, repeated)."""
+    if not per_frame:
+        return guide.edge_probs(xb).cpu(), truth.cpu()
+    probs = guide.frame_edge_probs(xb).cpu()
+    truth = truth.cpu()
+    if truth.dim() == 2:  # one graph per trajectory, at every frame
+        truth = truth[:, None].expand(-1, probs.shape[1], -1)
+    return probs, truth
 
 
 @torch.no_grad()

@@ -14,8 +14,9 @@ counted. What p(z) is:
   drawing pi; here pi is never drawn (Rao-Blackwellised);
 - a shared graph (``graph.shared``): the guide's posterior of the one graph, q(z),
   likewise the posterior predictive density;
-- a node-level prior (``charges``, :mod:`nri_pyro.priors.nodes`): the 2 ** (N-1) graphs
-  of the free signs, each of probability 2 ** -(N-1), always summed exactly.
+- a node-level prior (``charges``, :mod:`nri_pyro.priors.nodes`): the G graphs of its
+  sign assignments (2 ** (N-1) for one labelling, 2 ** N for either), each of
+  probability 1 / G, always summed exactly.
 
 Methods (:data:`METHODS`, chosen by ``benchmarks/evidence.py``; its docstring has the
 figures):
@@ -128,8 +129,8 @@ def count_graphs(model: NRIModel, num_objects: int) -> int:
     """The graphs a static model's latent slots allow on ``num_objects`` objects: K ** U,
     U the latent slots (ordered pairs, or unordered with ``graph.symmetric``) less the
     known ones (``graph.known.adjacency``)."""
-    if model.prior.node_level:  # the graphs its per-object signs make: 2 ** (N - 1)
-        return 2 ** (num_objects - 1)
+    if model.prior.node_level:  # the graphs its per-object signs make (2 ** (N - 1) a labelling)
+        return model.prior.num_graphs(num_objects)
     return model.num_edge_types ** _latent_slots(model, num_objects)
 
 
@@ -342,7 +343,8 @@ class _Terms:
 
     def exact_nodes(self) -> Tensor:
         """log p(x_b) of a node-level prior (:mod:`nri_pyro.priors.nodes`), summed over
-        every assignment of the N-1 free signs, each of prior probability 2 ** -(N-1): [B]."""
+        every assignment of the N-1 free signs (and the labelling, with ``same: null``),
+        each of prior probability 1 / G: [B]."""
         n, b = self.xt.shape[1], self.xt.shape[0]
         types = self.model.prior.assignment_edges(n, self.xt).argmax(-1)  # [G, E]
         if self.layout.symmetric:
@@ -352,7 +354,7 @@ class _Terms:
         for first in range(0, len(types), per_pass):
             joint = self.log_likelihood(types[first : first + per_pass, None])
             total = torch.logaddexp(total, torch.logsumexp(joint, 0))
-        return total - (n - 1) * math.log(2.0)
+        return total - math.log(len(types))
 
     def _prior_of(self, types: Tensor) -> Tensor:
         """log p(z) of slot types [G, B', U] broadcast to [G, B]: the prior does not depend

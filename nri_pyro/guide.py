@@ -16,6 +16,7 @@ trajectory says, so that q(z_bw | x_b) reads all of x_b.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pyro
@@ -119,6 +120,8 @@ class NRIGuide(PyroModule):
         # A prior over latents per object (nri_pyro.priors.nodes): the guide infers them
         # from its encoder's pair logits with the prior's own rule (its node_logits).
         self.node_prior = prior if prior is not None and prior.node_level else None
+        # Logits that replace the encoder's (semi-amortized refinement, nri_pyro.refine)
+        self._fixed_logits: Tensor | None = None
         self.num_objects = num_objects
         if self.structure.shared:
             if num_objects is None:
@@ -170,6 +173,14 @@ class NRIGuide(PyroModule):
         [B, W, E, K], one per window of the whole of x (:meth:`window_frames`)."""
         check_trajectories(x, self.num_features)
         self.check_frames(x.shape[2])
+        if self._fixed_logits is not None:
+            fixed = self._fixed_logits
+            if fixed.shape[0] != x.shape[0] or fixed.shape[-2] != x.shape[1] * (x.shape[1] - 1):
+                raise ValueError(
+                    f"the fixed logits {tuple(fixed.shape)} are not those of these "
+                    f"{x.shape[0]} trajectories of {x.shape[1]} objects"
+                )
+            return fixed.to(x.dtype)
         graph = self.graph_for(x.shape[1], x.device)
         if self.dynamic:
             frames = self.window_frames(x.shape[2], x.device)  # [W, L]
@@ -182,6 +193,17 @@ class NRIGuide(PyroModule):
             logits = self.encoder.output(features) + self.window_gru(features)
             return logits.to(x.dtype)
         return self.encoder(x[:, :, : self.num_frames], graph).to(x.dtype)
+
+    @contextlib.contextmanager
+    def fixed_logits(self, logits: Tensor) -> Iterator[None]:
+        """Within this block, :meth:`logits` returns ``logits`` [B, E, K] (those of the
+        trajectories it is called with, e.g. refined by :func:`nri_pyro.refine.refine_logits`)
+        instead of the encoder's: everything downstream reads them."""
+        previous, self._fixed_logits = self._fixed_logits, logits
+        try:
+            yield
+        finally:
+            self._fixed_logits = previous
 
     def window_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
         """The frames the encoder reads for each window of a dynamic graph: [W, L], the

@@ -145,7 +145,8 @@ def test_relaxed_density_of_a_hard_sample_uses_its_soft_origin():
     [
         (
             ["prior.name=spars"],
-            "valid priors: categorical, dirichlet, markov, markov_learned, sparse, uniform",
+            "valid priors: categorical, charges, dirichlet, markov, markov_learned, sparse, "
+            "uniform",
         ),
         (["prior.name=categorical", "prior.probs=[0.5, 0.6]"], "must sum to 1"),
         (["prior.name=categorical", "prior.probs=[1.0]"], "has 1 entries but the model has 2"),

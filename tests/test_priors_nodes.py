@@ -49,18 +49,23 @@ def _all_balanced_graphs(n: int) -> set[tuple[int, ...]]:
 
 @pytest.mark.parametrize("n", [2, 4, 5])
 def test_the_joint_latent_enumerates_exactly_the_balanced_graphs(n):
-    prior = ChargePrior(2)
+    prior = ChargePrior(2, same=1)
     table = prior.assignment_edges(n, torch.zeros(()))  # [G, E, 2]
-    assert table.shape == (2 ** (n - 1), n * (n - 1), 2)
-    graphs = {tuple(row.tolist()) for row in table.argmax(-1)}
-    assert graphs == _all_balanced_graphs(n)  # every one once: 2 ** (N-1) distinct graphs
+    assert table.shape == (2 ** (n - 1), n * (n - 1), 2) and prior.num_graphs(n) == len(table)
+    graphs = [tuple(row.tolist()) for row in table.argmax(-1)]
+    assert set(graphs) == _all_balanced_graphs(n) and len(set(graphs)) == len(graphs)
+    # same: null adds the other labelling's graphs (the same graphs with types swapped)
+    either = ChargePrior(2).assignment_edges(n, torch.zeros(())).argmax(-1)
+    assert either.shape[0] == 2**n and ChargePrior(2).num_graphs(n) == 2**n
+    swapped = {tuple((1 - torch.tensor(g)).tolist()) for g in graphs}
+    assert {tuple(row.tolist()) for row in either} == set(graphs) | swapped
 
 
 @pytest.mark.parametrize("inference", ["joint", "mean_field"])
 def test_one_hot_latents_give_the_charged_systems_labels_and_probabilities_their_marginals(
     inference,
 ):
-    n, prior = 4, ChargePrior(2, inference=inference)
+    n, prior = 4, ChargePrior(2, same=1, inference=inference)
     signs = torch.tensor([[1, -1, -1, 1], [1, 1, 1, 1], [1, 1, -1, -1]])
     bits = (signs[:, 1:] < 0).long()  # object i's sign B where it differs from object 0's
     if inference == "joint":
@@ -75,7 +80,8 @@ def test_one_hot_latents_give_the_charged_systems_labels_and_probabilities_their
     probs = torch.tensor([[0.9, 0.2, 0.6]])  # P(sign A) of objects 1..3; object 0 is A
     full = torch.cat([torch.ones(1, 1), probs], -1)
     receivers, senders = edge_index(n, None)
-    equal = full[:, receivers] * full[:, senders] + (1 - full[:, receivers]) * (1 - full[:, senders])
+    p_r, p_s = full[:, receivers], full[:, senders]
+    equal = p_r * p_s + (1 - p_r) * (1 - p_s)
     if inference == "joint":  # the product distribution over assignments
         assignment = prior.assignment_edges(n, probs)  # [G, E, 2]
         b = 1 - assignment[:, :1, :].new_tensor(
@@ -94,18 +100,24 @@ def test_same_chooses_which_type_equal_signs_take():
     latent = torch.nn.functional.one_hot(torch.tensor([[1, 0]]), 2).float()
     flipped = ChargePrior(2, same=0, inference="mean_field").edges(latent, n).argmax(-1)
     assert torch.equal(flipped, 1 - _charged_edges(signs))
+    # with same: null the latent's second half is that labelling
+    either = ChargePrior(2)
+    code = 2 ** (n - 1) + 1  # object 1's sign B, object 2's A; equal signs type 0
+    one_hot = torch.nn.functional.one_hot(torch.tensor([code]), 2**n).float()
+    assert torch.equal(either.edges(one_hot, n).argmax(-1), 1 - _charged_edges(signs))
 
 
 # --- model, guide and the guide's inference ------------------------------------------------
 
 
-@pytest.mark.parametrize("inference", ["joint", "mean_field"])
+@pytest.mark.parametrize(("inference", "same"), [("joint", "null"), ("joint", "1"),
+                                               ("mean_field", "0")])  # fmt: skip
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_model_and_guide_share_one_latent_per_trajectory_and_the_fast_path_matches_pyro(
-    inference, symmetric
+    inference, same, symmetric
 ):
     x, _ = random_graph_data(batch=5, n=4, frames=14, seed=3)
-    overrides = [*TINY, *CHARGES, f"prior.inference={inference}",
+    overrides = [*TINY, *CHARGES, f"prior.inference={inference}", f"prior.same={same}",
                  f"graph.symmetric={str(symmetric).lower()}"]  # fmt: skip
     model, guide = build(None, None, x, overrides)
     guide_trace = poutine.trace(guide).get_trace(x, num_trajectories=20)
@@ -114,7 +126,7 @@ def test_model_and_guide_share_one_latent_per_trajectory_and_the_fast_path_match
     )
     latent = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"]
     assert latent == ["trajectories", "signs"]  # no edge site: the edges are a function
-    shape = (5, 8) if inference == "joint" else (5, 3, 2)
+    shape = (5, 16 if same == "null" else 8) if inference == "joint" else (5, 3, 2)
     for trace in (model_trace, guide_trace):
         site = trace.nodes["signs"]
         assert site["value"].shape == shape
@@ -139,7 +151,7 @@ def test_model_and_guide_share_one_latent_per_trajectory_and_the_fast_path_match
 
 
 def test_the_joint_guide_is_the_encoders_edge_posterior_restricted_to_balanced_graphs():
-    n, prior = 4, ChargePrior(2)
+    n, prior = 4, ChargePrior(2)  # both labellings: 16 graphs
     logits = torch.randn(3, n * (n - 1), 2)
     q = torch.softmax(prior.node_logits(logits), -1)  # [B, G]
     table = prior.assignment_edges(n, logits).argmax(-1)  # [G, E]
@@ -151,7 +163,7 @@ def test_the_joint_guide_is_the_encoders_edge_posterior_restricted_to_balanced_g
 
 def test_mean_field_reads_every_pairs_evidence_with_object_0_as_the_reference():
     # Strong evidence on a chain 0-1, 1-2, 2-3 only: mean field carries it along the chain.
-    n, prior = 4, ChargePrior(2, inference="mean_field", iterations=5)
+    n, prior = 4, ChargePrior(2, same=1, inference="mean_field", iterations=5)
     adjacency = torch.zeros(n, n)
     for i, j, equal in ((0, 1, True), (1, 2, False), (2, 3, False)):
         adjacency[i, j] = adjacency[j, i] = 6.0 if equal else -6.0
@@ -167,27 +179,30 @@ def test_mean_field_reads_every_pairs_evidence_with_object_0_as_the_reference():
 # --- evidence ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("inference", ["joint", "mean_field"])
-def test_the_evidence_is_the_exact_sum_over_the_sign_assignments(inference):
+@pytest.mark.parametrize(("inference", "same", "graphs"),
+                         [("joint", "null", 16), ("joint", "1", 8), ("mean_field", "1", 8)])
+def test_the_evidence_is_the_exact_sum_over_the_sign_assignments(inference, same, graphs):
     x, _ = random_graph_data(batch=3, n=4, frames=10, seed=1)
-    overrides = [*TINY, *CHARGES, f"prior.inference={inference}", "likelihood.variance=100.0"]
+    overrides = [*TINY, *CHARGES, f"prior.inference={inference}", f"prior.same={same}",
+                 "likelihood.variance=100.0"]  # fmt: skip
     torch.manual_seed(0)
     model, guide = build(None, None, x, overrides)
     model.eval(), guide.eval()
-    assert count_graphs(model, 4) == 8
+    assert count_graphs(model, 4) == graphs
     evidence = held_out_log_evidence(model, guide, x)
     assert evidence.method == "exact" and torch.isinf(evidence.pareto_k).all()
-    # by hand: log mean over the 8 balanced graphs of p(x | z)
+    # by hand: log mean over the balanced graphs of p(x | z)
     table = model.prior.assignment_edges(4, x)
     with torch.no_grad():
         log_lik = torch.stack([
             model.likelihood(x, z.expand(3, -1, -1)).log_prob(x[:, :, 1:]) for z in table
         ])  # fmt: skip
-    want = torch.logsumexp(log_lik.double(), 0) - math.log(8)
+    want = torch.logsumexp(log_lik.double(), 0) - math.log(graphs)
     torch.testing.assert_close(evidence.log_evidence, want, rtol=0, atol=1e-3)
     # importance sampling from the guide agrees with it
     with torch.no_grad():
-        weights = importance_log_weights(model, guide, x, num_samples=1000)  # a broad likelihood: light weights
+        # a broad likelihood: light weights
+        weights = importance_log_weights(model, guide, x, num_samples=3000)
     torch.testing.assert_close(log_evidence(weights).double(), want, rtol=0, atol=0.05)
     with pytest.raises(ValueError, match="summed exactly, method 'exact'"):
         held_out_log_evidence(model, guide, x, method="local")
@@ -199,7 +214,8 @@ def test_the_evidence_is_the_exact_sum_over_the_sign_assignments(inference):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"name": "charges", "same": 2}, "prior.same .* must be 0 or 1"),
+        ({"name": "charges", "same": 2}, "prior.same .* must be 0, 1 or null"),
+        ({"name": "charges", "inference": "mean_field"}, "set prior.same to 0 or 1"),
         ({"name": "charges", "inference": "exact"}, "one of auto, joint, mean_field"),
         ({"name": "charges", "iterations": 0}, "integer >= 1"),
         ({"name": "charges", "stay": 0.9}, "valid settings: inference, iterations, same"),
@@ -208,6 +224,15 @@ def test_the_evidence_is_the_exact_sum_over_the_sign_assignments(inference):
 def test_bad_charges_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         build_prior(settings, 2)
+
+
+def test_many_objects_need_a_labelling_for_mean_field():
+    x = torch.randn(2, 13, 8, 4).cumsum(2) * 0.05
+    _, guide = build("nri_charges", None, x, TINY)
+    with pytest.raises(ValueError, match="13 objects: more than 12 .* set prior.same"):
+        guide(x)
+    _, guide = build("nri_charges", None, x, [*TINY, "prior.same=1"])
+    assert guide.node_logits(x).shape == (2, 12, 2)  # a sign per object
 
 
 def test_more_than_two_edge_types_are_refused():
@@ -258,5 +283,6 @@ def test_training_refuses_data_whose_true_graphs_it_contradicts():
     with pytest.raises(ValueError, match="directed"):
         _trainer(x, directed)
     with pytest.raises(ValueError, match="with prior.same=0 they would all be balanced"):
-        _trainer(x, 1 - charged)
+        _trainer(x, 1 - charged, ["prior.same=1"])
     _trainer(x, 1 - charged, ["prior.same=0"])
+    _trainer(x, 1 - charged)  # same: null takes either labelling

@@ -6,20 +6,28 @@ ones). Of the 2 ** (N(N-1)/2) graphs an edge-wise prior allows, only 2 ** (N-1) 
 possible: every triangle holds an even number of "opposite" edges. :class:`ChargePrior`
 says exactly that, as a generative model per trajectory:
 
-    s_0 = A,  s_i ~ Categorical(1/2, 1/2) over {A, B}  (i = 1 .. N-1, relaxed one-hot)
+    s_0 = A,  s_i ~ Categorical(1/2, 1/2) over {A, B}  (i = 1 .. N-1)
     z_ij = "same" type   if s_i = s_j,  the other type otherwise
 
-Object 0's sign is fixed, because flipping every sign gives the same graph; the latent is
-``signs`` [B, N-1, 2] (a relaxed one-hot per object), and the edges are the deterministic
-function above, relaxed as P(s_i = s_j) = <s_i, s_j> for relaxed signs, so each relaxed
-edge lies on the simplex and equals the hard one at one-hot signs.
+Object 0's sign is fixed, because flipping every sign gives the same graph. Which edge
+type equal signs take (``same``) is given, or (``same: null``, the default) a latent of
+its own per trajectory: an unsupervised model's types have no names, and the decoder may
+learn either meaning for type 1.
 
-The guide infers the per-object probabilities from its encoder's pair logits
-(:meth:`ChargePrior.node_logits`): the encoder's log-odds that a pair has equal signs are
-the couplings of an Ising model over the signs, anchored at object 0, and a few sweeps of
-mean field turn them into each object's sign log-odds. So every pair's evidence bears on
-every object's sign, and the encoder and decoder of the edge-wise model are reused as
-they are.
+The latent is written in one of two ways (``inference``), the same prior either way:
+
+- ``joint`` (up to :data:`MAX_JOINT_OBJECTS` objects by default): one relaxed one-hot
+  ``signs`` [B, G] over the G equally likely assignments (2 ** (N-1) signs, times 2
+  labellings with ``same: null``); the edges are the assignments' graphs weighted by it.
+  The guide is the encoder's edge-wise posterior restricted to these graphs
+  (:meth:`ChargePrior.node_logits`), an exact joint posterior, not a factorised one;
+- ``mean_field``: a relaxed one-hot sign per object, ``signs`` [B, N-1, 2]; an edge is
+  P(s_i = s_j) = <s_i, s_j>. The guide treats the encoder's log-odds that a pair has
+  equal signs as the couplings of an Ising model anchored at object 0, and a few sweeps
+  of mean field give each object's sign. Any N, one labelling.
+
+Either way each relaxed edge lies on the simplex and equals the hard one at one-hot
+latents, and the encoder and decoder of the edge-wise model are reused as they are.
 
 Using this prior is using knowledge of the system: results with it are labelled so
 (:data:`ChargePrior.system_knowledge`). It does not apply to springs or Kuramoto, whose
@@ -29,7 +37,6 @@ refuses to start (:meth:`ChargePrior.check_truth`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -40,8 +47,9 @@ from nri_pyro.nn.graph import edge_index, edges_to_adjacency
 from nri_pyro.priors.base import EdgePrior, register_prior
 
 SIGNS_SITE = "signs"
-# inference: auto writes the latent as one categorical over the 2 ** (N-1) sign
-# assignments up to this many objects (2,048 assignments), as a sign per object beyond.
+# inference: auto writes the latent as one categorical over the sign assignments up to
+# this many objects (2,048 of one labelling, 4,096 of both), as a sign per object beyond
+# (with prior.same set: mean field has one labelling).
 MAX_JOINT_OBJECTS = 12
 
 
@@ -53,7 +61,13 @@ class ChargePrior(EdgePrior):
         num_edge_types: must be 2.
         temperature: relaxation of the latent's prior density (the "concrete" objective).
         same: the edge type of a pair with equal signs (1 for the charged system's stored
-            labels, where 1 is "repel"); the other type is a pair of opposite signs.
+            labels, where 1 is "repel"); the other type is a pair of opposite signs. null
+            (the default): either, a latent of its own per trajectory with probability 1/2
+            each (the 2 ** N graphs of both labellings), so that the decoder may give the
+            types either meaning: an unsupervised model's types have no names, and with one
+            labelling fixed, a decoder that happens to read type 1 as "attract" leaves the
+            prior no graph that fits (the truth's attracting pairs do not form groups).
+            Joint inference only.
         inference: how the latent is written and inferred. "joint": one categorical over
             the 2 ** (N-1) sign assignments (the site ``signs`` [B, 2 ** (N-1)]), whose
             guide is the encoder's edge-wise posterior restricted to the balanced graphs,
@@ -70,7 +84,7 @@ class ChargePrior(EdgePrior):
     INFERENCE = ("auto", "joint", "mean_field")
 
     def __init__(
-        self, num_edge_types: int, temperature: float = 0.5, same: int = 1,
+        self, num_edge_types: int, temperature: float = 0.5, same: int | None = None,
         inference: str = "auto", iterations: int = 5,
     ) -> None:  # fmt: skip
         super().__init__(num_edge_types, temperature)
@@ -80,10 +94,15 @@ class ChargePrior(EdgePrior):
                 f"model must have 2 edge types (equal and opposite signs), but edge_types is "
                 f"{num_edge_types}"
             )
-        if same not in (0, 1) or isinstance(same, bool):
+        if same not in (0, 1, None) or isinstance(same, bool):
             raise ValueError(
-                f"prior.same (the edge type of a pair with equal signs) must be 0 or 1, got "
-                f"{same!r}"
+                f"prior.same (the edge type of a pair with equal signs) must be 0, 1 or null "
+                f"(either), got {same!r}"
+            )
+        if same is None and inference == "mean_field":
+            raise ValueError(
+                "prior.inference=mean_field infers a sign per object for one labelling: set "
+                "prior.same to 0 or 1 (the edge type of a pair with equal signs)"
             )
         if inference not in self.INFERENCE:
             raise ValueError(
@@ -101,55 +120,59 @@ class ChargePrior(EdgePrior):
     def joint(self, num_objects: int) -> bool:
         """Whether the latent of ``num_objects`` objects is one categorical over the sign
         assignments (else a sign per object)."""
-        if self.inference == "auto":
-            return num_objects <= MAX_JOINT_OBJECTS
-        return self.inference == "joint"
+        if self.inference != "auto":
+            return self.inference == "joint"
+        if num_objects > MAX_JOINT_OBJECTS and self.same is None:
+            raise ValueError(
+                f"prior.name=charges on {num_objects} objects: more than {MAX_JOINT_OBJECTS} "
+                f"are inferred by mean field, a sign per object, which needs one labelling: "
+                f"set prior.same to 0 or 1 (the edge type of a pair with equal signs), or "
+                f"prior.inference=joint for all {2**num_objects:,} assignments"
+            )
+        return num_objects <= MAX_JOINT_OBJECTS
+
+    def num_graphs(self, num_objects: int) -> int:
+        """The graphs the prior allows on ``num_objects`` objects, each equally likely:
+        2 ** (N-1) for one labelling, 2 ** N for either (``same: null``; for N = 2 the
+        two labellings' graphs coincide, each counted twice)."""
+        return 2 ** (num_objects - (self.same is not None))
 
     def probs(self, like: Tensor) -> Tensor:
         """Each edge's marginal type probabilities under the prior: 1/2 each."""
         return torch.full((2,), 0.5, device=like.device, dtype=like.dtype)
 
     def node_distribution(self, like: Tensor, batch: int, num_objects: int) -> EdgeTypes:
-        """p(s) of ``batch`` trajectories: [B, 2 ** (N-1)] (joint), or [B, N-1] relaxed
-        one-hot signs of objects 1 .. N-1 (mean field); every assignment equally likely."""
+        """p(s) of ``batch`` trajectories: [B, G] over the G assignments (joint: the signs,
+        and with ``same: null`` the labelling), or [B, N-1] relaxed one-hot signs of
+        objects 1 .. N-1 (mean field); every assignment equally likely."""
         if self.joint(num_objects):
-            count = 2 ** (num_objects - 1)
+            count = self.num_graphs(num_objects)
             probs = torch.full((count,), 1.0 / count, device=like.device, dtype=like.dtype)
             return EdgeTypes(self.temperature, probs=probs).expand([batch])
         return self.distribution(self.probs(like), [batch, num_objects - 1])
 
     def edges(self, latent: Tensor, num_objects: int) -> Tensor:
-        """The latent (relaxed, one-hot, or probabilities; [..., 2 ** (N-1)] joint,
-        [..., N-1, 2] mean field) -> the ordered edges' types [..., E, 2], receiver-major:
-        P(equal signs) for the ``same`` type. Given probabilities, each edge's marginal."""
+        """The latent (relaxed, one-hot, or probabilities; [..., G] joint, [..., N-1, 2]
+        mean field) -> the ordered edges' types [..., E, 2], receiver-major. Given
+        probabilities, each edge's marginal."""
         if self.joint(num_objects):
-            table = self.assignment_edges(num_objects, latent)[..., self.same]  # [G, E]
+            table = self.assignment_edges(num_objects, latent)[..., 1]  # [G, E]
             # a convex combination of 0s and 1s, to rounding: clamped, so that both
             # types' probabilities lie in [0, 1] and sum to 1 exactly
-            return self._pair(torch.clamp(latent @ table, 0.0, 1.0))
-        return self._sign_edges(latent)
-
-    def _pair(self, equal: Tensor) -> Tensor:
-        """P(equal signs) [..., E] -> both types' probabilities [..., E, 2]."""
-        other = 1.0 - equal
-        pair = (other, equal) if self.same == 1 else (equal, other)
-        return torch.stack(pair, dim=-1)
-
-    def _sign_edges(self, signs: Tensor) -> Tensor:
-        anchor = torch.zeros_like(signs[..., :1, :])
-        anchor[..., 0] = 1.0  # object 0's sign is A
-        full = torch.cat([anchor, signs], dim=-2)  # [..., N, 2]
-        receivers, senders = edge_index(full.shape[-2], full.device)
-        equal = (full.index_select(-2, receivers) * full.index_select(-2, senders)).sum(-1)
-        return self._pair(equal)
+            return _pair(torch.clamp(latent @ table, 0.0, 1.0))
+        return _sign_edges(latent, self.same)
 
     def assignment_edges(self, num_objects: int, like: Tensor) -> Tensor:
-        """The one-hot edge types [G, E, 2] of every sign assignment g = 0 .. 2 ** (N-1) - 1
-        (bit i-1 of g: object i's sign is B), on ``like``'s device and dtype."""
-        codes = torch.arange(2 ** (num_objects - 1), device=like.device)
-        bits = (codes[:, None] >> torch.arange(num_objects - 1, device=like.device)) & 1
+        """The one-hot edge types [G, E, 2] of every assignment g = 0 .. G - 1 (bit i-1 of
+        g: object i's sign is B; with ``same: null`` bit N-1 the labelling, 0: equal signs
+        are type 1), on ``like``'s device and dtype."""
+        n = num_objects
+        codes = torch.arange(2 ** (n - 1), device=like.device)
+        bits = (codes[:, None] >> torch.arange(n - 1, device=like.device)) & 1
         signs = torch.nn.functional.one_hot(bits, 2).to(like.dtype)
-        return self._sign_edges(signs)
+        if self.same is not None:
+            return _sign_edges(signs, self.same)
+        return torch.cat([_sign_edges(signs, 1), _sign_edges(signs, 0)])
 
     def node_logits(self, edge_logits: Tensor) -> Tensor:
         """The guide's logits of the latent from its encoder's edge logits [B, E, 2]:
@@ -165,7 +188,7 @@ class ChargePrior(EdgePrior):
         ``iterations`` sweeps of mean field (all objects at once, from m_0 = 1 and
         m_i = 0, m = P(A) - P(B)) give each object's log-odds of A, sum_j a_ij m_j."""
         n = _objects(edge_logits.shape[-2])
-        if self.joint(n):
+        if self.joint(n):  # mean field has a labelling (same is 0 or 1)
             log_q = torch.log_softmax(edge_logits, -1).flatten(-2)  # [B, E * 2]
             table = self.assignment_edges(n, edge_logits).flatten(1)  # [G, E * 2]
             return 0.5 * log_q @ table.T
@@ -186,27 +209,30 @@ class ChargePrior(EdgePrior):
         Kuramoto): with this prior the model could never fit them."""
         if edges is None or edges.dim() != 2 or not len(edges):
             return
-        labels = edges.long()
-        adjacency = edges_to_adjacency(labels, num_objects, fill=self.same)  # [S, N, N]
-        equal = adjacency == self.same
+        adjacency = edges_to_adjacency(edges.long(), num_objects)  # [S, N, N]
+        labelling = "either type" if self.same is None else f"type {self.same}"
         if not bool((adjacency == adjacency.transpose(-1, -2)).all()):
             problem = "some (i, j) and (j, i) have different types (the graphs are directed)"
         else:
-            bad = _unbalanced(adjacency == self.same)
+            unbalanced = {same: _unbalanced(adjacency == same) for same in (0, 1)}
+            if self.same is None:
+                bad = unbalanced[0] & unbalanced[1]
+            else:
+                bad = unbalanced[self.same]
             if not bool(bad.any()):
                 return
             problem = (
                 f"{int(bad.sum())} of {len(edges)} training graphs are not balanced (the first "
-                f"is trajectory {int(bad.nonzero()[0])}: some triangle has an odd number of "
-                f"pairs of type {1 - self.same}, opposite signs)"
+                f"is trajectory {int(bad.nonzero()[0])}: no signs give its pairs of "
+                f"{labelling} for equal signs)"
             )
-            if not bool(_unbalanced(adjacency != self.same).any()):
+            if self.same is not None and not bool(unbalanced[1 - self.same].any()):
                 problem += f"; with prior.same={1 - self.same} they would all be balanced"
         raise ValueError(
             "prior.name=charges makes every edge type the product of two per-object signs "
-            f"(charged particles, type {self.same} for equal signs), but the training data's "
-            f"true graphs contradict it: {problem}. It does not apply to springs or Kuramoto: "
-            "use an edge-wise prior there (uniform, sparse, dirichlet)"
+            f"(charged particles, {labelling} for equal signs), but the training data's true "
+            f"graphs contradict it: {problem}. It does not apply to springs or Kuramoto: use "
+            "an edge-wise prior there (uniform, sparse, dirichlet)"
         )
 
     def settings(self) -> dict[str, Any]:
@@ -214,6 +240,22 @@ class ChargePrior(EdgePrior):
             **super().settings(), "same": self.same, "inference": self.inference,
             "iterations": self.iterations,
         }  # fmt: skip
+
+
+def _pair(type_1: Tensor) -> Tensor:
+    """P(type 1) [..., E] -> both types' probabilities [..., E, 2]."""
+    return torch.stack([1.0 - type_1, type_1], dim=-1)
+
+
+def _sign_edges(signs: Tensor, same: int) -> Tensor:
+    """Signs of objects 1 .. N-1 [..., N-1, 2] (object 0's is A) -> the edges' types
+    [..., E, 2]: type ``same`` with probability P(equal signs) = <s_i, s_j>."""
+    anchor = torch.zeros_like(signs[..., :1, :])
+    anchor[..., 0] = 1.0
+    full = torch.cat([anchor, signs], dim=-2)  # [..., N, 2]
+    receivers, senders = edge_index(full.shape[-2], full.device)
+    equal = (full.index_select(-2, receivers) * full.index_select(-2, senders)).sum(-1)
+    return _pair(equal if same == 1 else 1.0 - equal)
 
 
 def _unbalanced(equal: Tensor) -> Tensor:
@@ -228,7 +270,7 @@ def _unbalanced(equal: Tensor) -> Tensor:
 
 def _objects(num_edges: int) -> int:
     """N from E = N(N-1)."""
-    n = int(round((1 + (1 + 4 * num_edges) ** 0.5) / 2))
+    n = round((1 + (1 + 4 * num_edges) ** 0.5) / 2)
     if n * (n - 1) != num_edges:
         raise ValueError(f"{num_edges} edges are not the N(N-1) ordered pairs of any N")
     return n
