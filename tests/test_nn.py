@@ -13,6 +13,7 @@ from nri_pyro.nn import (
     Graph,
     MLPDecoder,
     MLPEncoder,
+    RelationalEncoder,
     RNNDecoder,
     adjacency_to_edges,
     compile_modules,
@@ -45,6 +46,7 @@ def _module(cls, **kwargs):
 ENCODERS = {
     "mlp": lambda **kw: _module(MLPEncoder, num_frames=T, num_features=D, hidden=H, **kw),
     "cnn": lambda **kw: _module(CNNEncoder, num_features=D, hidden=H, **kw),
+    "relational": lambda **kw: _module(RelationalEncoder, num_features=D, hidden=H, **kw),
 }
 DECODERS = {
     "mlp": lambda **kw: _module(
@@ -114,7 +116,7 @@ def test_permute_objects_edges_matches_relabelling_the_adjacency():
     )
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "relational"])
 @pytest.mark.parametrize("factor", [True, False])
 def test_encoders_give_the_same_logits_with_indexed_and_dense_graphs(name, factor):
     encoder = ENCODERS[name](factor=factor)
@@ -145,7 +147,7 @@ def test_decoders_with_several_message_types_match_the_dense_graph(name):
     torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "relational"])
 def test_permuting_objects_permutes_the_encoder_logits(name):
     encoder = ENCODERS[name]()
     x, _ = _data()
@@ -228,6 +230,41 @@ def test_rnn_decoder_with_one_prediction_step_reads_ground_truth_every_step():
     changed = decoder(now, edges, graph, prediction_steps=1)
     torch.testing.assert_close(changed[:, :, :t], out[:, :, :t])
     assert not torch.allclose(changed[:, :, t], out[:, :, t])
+
+
+def test_relational_encoder_lets_every_edge_read_every_other():
+    encoder = ENCODERS["relational"]()
+    x, _ = _data()
+    changed = x.clone()
+    changed[:, 3:] = torch.randn_like(changed[:, 3:])  # objects 3 and 4 only
+    graph = full_graph(N)
+    untouched = [e for e, (i, j) in enumerate(zip(*graph_pairs(N), strict=True))
+                 if i < 3 and j < 3]  # fmt: skip
+    # the CNN encoder's factor pass mixes edges too; without it only attention does
+    plain = ENCODERS["cnn"](factor=False)
+    relational = ENCODERS["relational"](factor=False)
+    assert torch.equal(plain(x, graph)[:, untouched], plain(changed, graph)[:, untouched])
+    assert not torch.allclose(relational(x, graph)[:, untouched],
+                              relational(changed, graph)[:, untouched])  # fmt: skip
+    assert encoder(x, graph).shape == (B, E, K)
+
+
+def graph_pairs(n):
+    from nri_pyro.nn.graph import edge_index
+
+    return edge_index(n, None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"layers": 0}, "guide.encoder.layers must be an integer >= 1"),
+        ({"heads": 3}, r"hidden \(16\) must be a multiple of guide.encoder.heads \(3\)"),
+    ],
+)
+def test_relational_encoder_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        RelationalEncoder(num_features=D, hidden=H, **settings)
 
 
 def test_mlp_encoder_refuses_another_frame_count():

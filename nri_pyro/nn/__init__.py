@@ -2,7 +2,7 @@
 
 from nri_pyro.nn.compile import compile_loss, compile_modules
 from nri_pyro.nn.decoders import MLPDecoder, RNNDecoder, recompute_threshold
-from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder, WindowGRU
+from nri_pyro.nn.encoders import CNNEncoder, MLPEncoder, RelationalEncoder, WindowGRU
 from nri_pyro.nn.graph import (
     Graph,
     adjacency_to_edges,
@@ -23,6 +23,7 @@ __all__ = [
     "DECODERS",
     "ENCODERS",
     "CNNEncoder",
+    "RelationalEncoder",
     "Decoder",
     "Encoder",
     "GlobalBatchNorm1d",
