@@ -141,7 +141,7 @@ class Trainer:
         # train.step_guard's judge of each step, and the epoch's skipped and clipped steps
         # (counted by train_step, reset by train_epoch).
         self.step_guard = None if config.step_guard is None else StepGuard(config.step_guard)
-        self.steps = {"skipped": 0, "clipped": 0}
+        self.steps = {"skipped": 0, "clipped": 0, "loss": 0, "gradient": 0}
         # Fused Adam: one kernel for every parameter instead of about 20 operations each
         # (the same update to float rounding; benchmarks/step_overhead.py counts them).
         fused = self.device.type in ("cpu", "cuda")
@@ -288,7 +288,7 @@ class Trainer:
         self.model.train()
         self.guide.train()
         total, skipped = 0.0, 0
-        self.steps = {"skipped": 0, "clipped": 0}  # this epoch's, for its record
+        self.steps = {"skipped": 0, "clipped": 0, "loss": 0, "gradient": 0}  # this epoch's, for its record
         batches = batch_slices(num, c.batch_size)
         dp = self.dp
         if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
@@ -350,7 +350,8 @@ class Trainer:
         # Summed over the processes (every one sees the same), before any can stop.
         batch_loss = distributed.sum_over_processes(dp, float(loss.detach()) * count)
         guard = self.step_guard
-        if guard is not None and self._skip(epoch, guard.loss_problem(batch_loss / positions)):
+        problem = None if guard is None else guard.loss_problem(batch_loss / positions)
+        if guard is not None and self._skip(epoch, problem, "loss"):
             return None
         if not math.isfinite(batch_loss):
             raise self._divergence(epoch, f"the loss became {batch_loss}")
@@ -363,7 +364,7 @@ class Trainer:
             limit = math.inf if c.grad_clip is None else c.grad_clip
             norm = float(torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), limit))
             if guard is not None:
-                if self._skip(epoch, guard.gradient_problem(norm)):
+                if self._skip(epoch, guard.gradient_problem(norm), "gradient"):
                     self.optimizer.zero_grad(set_to_none=True)
                     return None
                 guard.take(batch_loss / positions, norm)
@@ -371,13 +372,16 @@ class Trainer:
         self.optimizer.step()
         return batch_loss
 
-    def _skip(self, epoch: int, problem: str | None) -> bool:
+    def _skip(self, epoch: int, problem: str | None, kind: str) -> bool:
         """With the step guard: whether to skip this step for ``problem`` (None: take it),
-        counting it; many skipped in a row are a divergence."""
+        counting it, and by ``kind`` ("loss" or "gradient": which check found it); many
+        skipped in a row are a divergence."""
         if problem is None:
             return False
         self.steps["skipped"] += 1
-        logger.debug(f"epoch {epoch + 1}: skipped a step: {problem}")
+        self.steps[kind] += 1
+        if self.writes:
+            logger.info(f"epoch {epoch + 1}: skipped a step: {problem}")
         if self.step_guard.skipped():
             raise self._divergence(
                 epoch, f"{MAX_CONSECUTIVE} steps in a row were skipped by train.step_guard "
@@ -485,6 +489,8 @@ class Trainer:
             }
             if c.step_guard is not None:
                 record["skipped_steps"] = self.steps["skipped"]  # no update: not in train_loss
+                # which check found them: a loss far above its level, or a gradient's norm
+                record["skipped_for"] = {k: self.steps[k] for k in ("loss", "gradient")}
             if c.grad_clip is not None:
                 record["clipped_steps"] = self.steps["clipped"]
             if self.valid is not None:

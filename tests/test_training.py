@@ -374,6 +374,9 @@ def test_the_step_guard_skips_non_finite_and_spiking_steps_and_counts_them(
     nri.fit(small["train"], small["valid"], epochs=8, out=tmp_path / "run")
     skipped = [r["skipped_steps"] for r in nri.history]
     assert skipped == [1, 0, 0, 0, 0, 0, 1, 1]
+    # which check found each: the NaN and the 1e4-times loss by the loss, the last by its norm
+    reasons = [(r["skipped_for"]["loss"], r["skipped_for"]["gradient"]) for r in nri.history]
+    assert reasons == [(1, 0)] + [(0, 0)] * 5 + [(1, 0), (0, 1)]
     assert [r["clipped_steps"] for r in nri.history] == [4 - n for n in skipped]
     assert [c for _, c in checks] == [True, True, True]  # no weight moved on a skipped step
     assert all(np.isfinite([r["train_loss"], r["valid_nll"]]).all() for r in nri.history)
