@@ -46,10 +46,11 @@ def test_every_system_and_size_has_a_cpu_and_a_paper_preset():
             10_000,
             10_000,
         )
-        # The paper's network and recipe: hidden 256 everywhere, the TrainConfig defaults.
+        # The paper's network and recipe: hidden 256 everywhere, the TrainConfig defaults,
+        # and our step guard (it changes no step a run of the paper's would take well).
         assert paper.model["decoder"].get("hidden", 256) == 256
         assert paper.guide["encoder"]["hidden"] == 256
-        assert paper.train == {}
+        assert paper.train == {"step_guard": 10}
     assert load_preset("charged5").model["decoder"]["skip_first"] is False
     assert load_preset("kuramoto5").guide["encoder"]["name"] == "cnn"
 
