@@ -34,7 +34,7 @@ from nri_pyro.model import NRIModel
 from nri_pyro.nn import edges_to_adjacency
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.presets import Preset, load_preset
-from nri_pyro.refine import check_refine, refine_logits
+from nri_pyro.refine import check_refine, refined
 from nri_pyro.specs import (
     apply_overrides,
     load_spec,
@@ -286,7 +286,7 @@ class NRI:
         batch_size: int = 256,
         as_adjacency: bool = False,
         per_frame: bool = False,
-        refine: int = 0,
+        refine: int | str = 0,
     ) -> Tensor:
         """Posterior edge-type probabilities: [S, E, K], or [S, N, N, K] with ``as_adjacency``.
 
@@ -299,20 +299,19 @@ class NRI:
 
         ``refine`` = K > 0: the probabilities after K steps of semi-amortized refinement of
         each trajectory's logits on its own ELBO (:mod:`nri_pyro.refine`; the weights do not
-        change; one relaxed sample per step from the global RNG)."""
+        change; one relaxed sample per step from the global RNG); ``refine="exact"``: a
+        node-level prior's exact posterior over its graphs."""
         model, guide, _ = self._require_fitted()
         check_refine(refine, model, guide)
         x, _ = self._inputs(data)
+        check_refine(refine, model, guide, x.shape[1])
         batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
         probs_of = guide.frame_edge_probs if per_frame else guide.edge_probs
         out = []
         with eval_mode(model, guide):
             for i in range(0, x.shape[0], batch_size):
                 xb = x[i : i + batch_size].to(self.device)
-                fixed = nullcontext()
-                if refine:
-                    xt = xb[:, :, : guide.num_frames]
-                    fixed = guide.fixed_logits(refine_logits(model, guide, xt, refine))
+                fixed = refined(model, guide, xb[:, :, : guide.num_frames], refine)
                 with fixed, torch.no_grad():
                     out.append(probs_of(xb).cpu())
         probs = torch.cat(out)
@@ -342,7 +341,7 @@ class NRI:
         return normalizer.invert(torch.cat(out).double())
 
     def evaluate(
-        self, data: TrajectoryDataset, *, batch_size: int = 256, refine: int = 0
+        self, data: TrajectoryDataset, *, batch_size: int = 256, refine: int | str = 0
     ) -> dict[str, float]:
         """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`; ``refine`` = K: after
         K steps of semi-amortized refinement, with the amortization gap)."""

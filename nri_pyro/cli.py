@@ -397,14 +397,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_evaluate)
 
 
-def _refine_count(text: str) -> int:
+def _refine_count(text: str) -> int | str:
+    if text.strip() == "exact":
+        return "exact"
     try:
         steps = int(text)
     except ValueError:
         steps = -1
     if steps < 0 or str(steps) != text.strip():
         raise argparse.ArgumentTypeError(
-            f"--refine takes a whole number of refinement steps >= 0, got {text!r}"
+            f"--refine takes a whole number of refinement steps >= 0 or 'exact', got {text!r}"
         )
     return steps
 
@@ -415,7 +417,8 @@ def _add_refine(p: argparse.ArgumentParser) -> None:
         help="refine each trajectory's edge logits with K Adam steps on its own ELBO before "
         "reading them (semi-amortized inference; the run's weights do not change). "
         "evaluate adds the ELBO and edge accuracy before refinement and the amortization "
-        "gap. Default 0: the encoder's logits",
+        "gap. 'exact': a node-level prior's (prior.name=charges) exact posterior over its "
+        "graphs. Default 0: the encoder's logits",
     )  # fmt: skip
 
 
@@ -436,7 +439,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
-            print(f"{key:<{width}}  {value:.6g}")
+            shown = value if isinstance(value, str) else f"{value:.6g}"
+            print(f"{key:<{width}}  {shown}")
     knowledge = nri.model.prior.system_knowledge
     if knowledge is not None:  # on stderr: --json's stdout holds the object alone
         print(f"prior {nri.model.prior.name} uses knowledge of the system: {knowledge}",

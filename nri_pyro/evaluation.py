@@ -25,7 +25,7 @@ from nri_pyro.model import NRIModel
 from nri_pyro.nn import recompute_threshold
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.objectives import objective
-from nri_pyro.refine import REFINE_LR, check_refine, refine_logits
+from nri_pyro.refine import REFINE_LR, check_refine, refined
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def evaluate(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     anchor_first: bool | None = None,
-    refine: int = 0,
+    refine: int | str = 0,
     refine_lr: float = REFINE_LR,
 ) -> dict[str, float]:
     """Held-out metrics of normalised trajectories x: [S, N, T, D].
@@ -116,12 +116,13 @@ def evaluate(
     weights are not changed), and the record adds what the refinement changed:
     refine_steps (K; 0 without refinement), elbo_loss_unrefined, edge_accuracy_unrefined,
     and amortization_gap, the negative ELBO per trajectory it removed (elbo_loss_unrefined
-    - elbo_loss; each a one-sample estimate per batch).
+    - elbo_loss; each a one-sample estimate per batch). ``refine="exact"``: a node-level
+    prior's exact posterior over its graphs instead of the guide's (refine_steps "exact").
 
     Runs in eval mode with a fixed seed for the Gumbel noise, without touching the
     global RNG state.
     """
-    check_refine(refine, model, guide)
+    check_refine(refine, model, guide, x.shape[1])
     device = torch.device(device)
     if anchor_first is None:
         anchor_first = bool(getattr(model.decoder, "skip_first", False))
@@ -160,7 +161,7 @@ def evaluate(
                 unrefined_loss += elbo.loss(model, guide, xt, num_trajectories=count) * share
                 if unrefined is not None:
                     unrefined.update(*_scored_edges(guide, xb, edges[batch], per_frame))
-                fixed = guide.fixed_logits(refine_logits(model, guide, xt, refine, lr=refine_lr))
+                fixed = refined(model, guide, xt, refine, lr=refine_lr)
             with fixed:
                 if accumulator is not None:
                     probs, truth = _scored_edges(guide, xb, edges[batch], per_frame)

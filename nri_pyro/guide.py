@@ -122,6 +122,7 @@ class NRIGuide(PyroModule):
         self.node_prior = prior if prior is not None and prior.node_level else None
         # Logits that replace the encoder's (semi-amortized refinement, nri_pyro.refine)
         self._fixed_logits: Tensor | None = None
+        self._fixed_latent: Tensor | None = None  # a node-level prior's latent's, likewise
         self.num_objects = num_objects
         if self.structure.shared:
             if num_objects is None:
@@ -195,15 +196,21 @@ class NRIGuide(PyroModule):
         return self.encoder(x[:, :, : self.num_frames], graph).to(x.dtype)
 
     @contextlib.contextmanager
-    def fixed_logits(self, logits: Tensor) -> Iterator[None]:
+    def fixed_logits(self, logits: Tensor, *, latent: bool = False) -> Iterator[None]:
         """Within this block, :meth:`logits` returns ``logits`` [B, E, K] (those of the
         trajectories it is called with, e.g. refined by :func:`nri_pyro.refine.refine_logits`)
-        instead of the encoder's: everything downstream reads them."""
-        previous, self._fixed_logits = self._fixed_logits, logits
+        instead of the encoder's: everything downstream reads them. With ``latent``, they
+        are a node-level prior's latent's logits (:meth:`node_logits`; e.g. its exact
+        posterior, :func:`nri_pyro.refine.exact_latent_logits`)."""
+        name = "_fixed_latent" if latent else "_fixed_logits"
+        if latent and self.node_prior is None:
+            raise ValueError("fixed latent logits need a node-level prior (prior.name=charges)")
+        previous = getattr(self, name)
+        setattr(self, name, logits)
         try:
             yield
         finally:
-            self._fixed_logits = previous
+            setattr(self, name, previous)
 
     def window_frames(self, num_frames: int, device: torch.device | str) -> Tensor:
         """The frames the encoder reads for each window of a dynamic graph: [W, L], the
@@ -245,6 +252,14 @@ class NRIGuide(PyroModule):
         <nri_pyro.priors.nodes.ChargePrior.node_logits>`)."""
         if self.node_prior is None:
             raise ValueError("node_logits needs a node-level prior (such as prior.name=charges)")
+        fixed = self._fixed_latent
+        if fixed is not None:
+            if fixed.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"the fixed latent logits {tuple(fixed.shape)} are not those of these "
+                    f"{x.shape[0]} trajectories"
+                )
+            return fixed.to(x.dtype)
         return self.node_prior.node_logits(self.logits(x))
 
     def slot_probs(

@@ -18,10 +18,17 @@ before and after (``amortization_gap``: the negative ELBO per trajectory it remo
 
 It optimises the "nri" ELBO whatever objective trained the run. Not supported: dynamic
 graphs (logits per window) and shared graphs (one graph pooled over all trajectories).
+
+``refine="exact"`` goes all the way for a node-level prior written jointly
+(``prior.name=charges``, :mod:`nri_pyro.priors.nodes`): its graphs are few (2 ** (N-1) a
+labelling), so the posterior over them, p(g | x) ~ p(g) p(x | g), is computed exactly by
+decoding every one (:func:`exact_latent_logits`) and replaces the guide's q(g | x). The
+amortization gap is then closed: the ELBO of the exact posterior is the log evidence.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -32,12 +39,29 @@ from torch import Tensor
 REFINE_LR = 0.1
 
 
-def check_refine(steps: Any, model: Any = None, guide: Any = None) -> int:
-    """``steps`` as an integer >= 0, or a clear error; with ``model`` and ``guide``, also
-    an error where refinement does not apply to them (before any work)."""
+EXACT = "exact"  # refine=EXACT: a node-level prior's exact posterior over its graphs
+
+
+def check_refine(
+    steps: Any, model: Any = None, guide: Any = None, num_objects: int | None = None
+) -> int | str:
+    """``steps`` as an integer >= 0 or "exact", or a clear error; with ``model`` and
+    ``guide``, also an error where refinement does not apply to them (before any work)."""
+    if steps == EXACT:
+        if model is None:
+            return steps
+        prior = model.prior
+        if not prior.node_level or (num_objects is not None and not prior.joint(num_objects)):
+            raise ValueError(
+                "refine='exact' computes the posterior over every graph a node-level prior "
+                "allows, one categorical over them: it needs prior.name=charges with "
+                "prior.inference joint (or auto, up to 12 objects); use a number of steps"
+            )
+        return steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(
-            f"refine must be a whole number of refinement steps >= 0 (0: none), got {steps!r}"
+            f"refine must be a whole number of refinement steps >= 0 (0: none) or 'exact', "
+            f"got {steps!r}"
         )
     if not steps or model is None:
         return steps
@@ -69,7 +93,8 @@ def refine_logits(
     caller set (evaluation: eval mode); the weights get no gradient and do not change."""
     from nri_pyro.objectives import MeanFieldLoss
 
-    check_refine(steps, model, guide)
+    if check_refine(steps, model, guide, x.shape[1]) == EXACT:
+        raise ValueError("refine_logits takes a number of steps; 'exact': exact_latent_logits")
     with torch.no_grad():
         start = guide.logits(x)
     logits = start.detach().clone().requires_grad_(True)
@@ -84,3 +109,40 @@ def refine_logits(
         logits.grad = grad
         optimizer.step()
     return logits.detach()
+
+
+def exact_latent_logits(model: Any, x: Tensor, *, rows: int = 4096) -> Tensor:
+    """The exact posterior of a jointly written node-level prior's latent given x
+    [B, N, T, D] (normalised; the decoder reads all T frames): log p(g) + log p(x | g) for
+    each of its G graphs, [B, G], logits of the categorical p(g | x). Decodes B x G
+    trajectory-graph pairs, ``rows`` at a time; the model's weights are only read."""
+    check_refine(EXACT, model, None, x.shape[1])
+    batch, n = x.shape[:2]
+    table = model.prior.assignment_edges(n, x)  # [G, E, K]
+    graphs = table.shape[0]
+    log_prior = model.prior.node_distribution(x, 1, n).logits[0]  # [G]
+    per_pass = max(1, rows // batch)
+    out = []
+    with torch.no_grad():
+        for first in range(0, graphs, per_pass):
+            z = table[first : first + per_pass]  # [g, E, K]
+            g = z.shape[0]
+            xs = x.repeat(g, 1, 1, 1)  # graph-major rows
+            zs = z.repeat_interleave(batch, dim=0)
+            log_lik = model.likelihood(xs, zs).log_prob(xs[:, :, 1:]).view(g, batch)
+            out.append(log_lik.T)
+    return torch.cat(out, dim=1) + log_prior
+
+
+def refined(
+    model: Any, guide: Any, x: Tensor, refine: int | str, *, lr: float = REFINE_LR
+) -> contextlib.AbstractContextManager:
+    """A block in which the guide reads refined logits of trajectories x [B, N, T, D]
+    (the frames the model is trained on): ``refine`` Adam steps (:func:`refine_logits`),
+    or with "exact" a node-level prior's exact posterior (:func:`exact_latent_logits`);
+    0: the encoder's own (nothing changes)."""
+    if refine == EXACT:
+        return guide.fixed_logits(exact_latent_logits(model, x), latent=True)
+    if not refine:
+        return contextlib.nullcontext()
+    return guide.fixed_logits(refine_logits(model, guide, x, refine, lr=lr))

@@ -286,3 +286,31 @@ def test_training_refuses_data_whose_true_graphs_it_contradicts():
         _trainer(x, 1 - charged, ["prior.same=1"])
     _trainer(x, 1 - charged, ["prior.same=0"])
     _trainer(x, 1 - charged)  # same: null takes either labelling
+
+
+def test_the_exact_posterior_replaces_the_guides_and_closes_the_amortization_gap():
+    from nri_pyro.evaluation import evaluate
+    from nri_pyro.refine import exact_latent_logits
+
+    x, _ = random_graph_data(batch=4, n=4, frames=10, seed=2)
+    signs = torch.tensor([[1, -1, 1, -1], [1, 1, 1, -1], [1, 1, 1, 1], [1, -1, -1, 1]])
+    truth = _charged_edges(signs)
+    torch.manual_seed(0)
+    model, guide = build(None, None, x, [*TINY, *CHARGES, "likelihood.variance=0.01"])
+    model.eval(), guide.eval()
+    logits = exact_latent_logits(model, x, rows=5)  # several passes
+    table = model.prior.assignment_edges(4, x)
+    with torch.no_grad():
+        want = torch.stack([
+            model.likelihood(x, z.expand(4, -1, -1)).log_prob(x[:, :, 1:]) for z in table
+        ], dim=1) - math.log(16)  # fmt: skip
+    torch.testing.assert_close(logits, want)
+    evidence = held_out_log_evidence(model, guide, x).log_evidence
+    torch.testing.assert_close(torch.logsumexp(logits.double(), 1), evidence, rtol=1e-6, atol=1e-3)
+    metrics = evaluate(model, guide, x, truth, refine="exact")
+    assert metrics["refine_steps"] == "exact" and metrics["amortization_gap"] > 0
+    # its negative ELBO is the negative log evidence, to the one relaxed sample's noise
+    assert metrics["elbo_loss"] == pytest.approx(-float(evidence.mean()), rel=0.05)
+    with pytest.raises(ValueError, match="refine='exact' .* needs prior.name=charges"):
+        uniform, uniform_guide = build(None, None, x, TINY)
+        evaluate(uniform, uniform_guide, x, truth, refine="exact")
