@@ -41,29 +41,6 @@ def test_a_short_run_of_each_systems_preset_learns_its_graphs(name, train, epoch
     assert metrics[metric] >= floor, f"{name}: held-out {metric} {metrics[metric]:.3f} < {floor}"
 
 
-# charged5-charges: the charges prior (a sign per object: system knowledge), trained as
-# charged5's case above, read with its exact posterior over the 32 graphs it allows.
-CHARGES_TRAIN, CHARGES_EPOCHS, CHARGES_FLOOR = 2000, 8, 0.70
-
-
-@pytest.mark.slow
-def test_the_charges_prior_with_its_exact_posterior_beats_the_encoder_on_charged5():
-    """The node-level prior's inference above charged5's unstructured figure (0.619 with
-    the same data and epochs, its case above): the guide's own accuracy is reported too."""
-    torch.set_num_threads(2)
-    preset = load_preset("charged5-charges")
-    preset.data.update(train=CHARGES_TRAIN, valid=200, test=500)
-    splits = simulate_preset(preset)
-    nri = NRI(preset=preset, epochs=CHARGES_EPOCHS, progress=False)
-    nri.fit(splits["train"], splits["valid"])
-    metrics = nri.evaluate(splits["test"], refine="exact")
-    print(f"charged5-charges: {CHARGES_TRAIN} trajectories, {CHARGES_EPOCHS} epochs: held-out "
-          f"edge accuracy {metrics['edge_accuracy']:.4f} with the exact posterior, "
-          f"{metrics['edge_accuracy_unrefined']:.4f} with the guide's")  # fmt: skip
-    assert metrics["refine_steps"] == "exact"
-    assert metrics["edge_accuracy"] >= CHARGES_FLOOR
-
-
 @pytest.mark.slow
 def test_a_short_run_of_the_switching_preset_learns_when_edges_change():
     """springs5-switching (a graph per window, the Markov prior) on springs whose springs
