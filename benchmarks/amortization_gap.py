@@ -3,6 +3,7 @@ after K steps of semi-amortized refinement (nri_pyro.refine), one JSON line per 
 
     python benchmarks/amortization_gap.py runs/c5 --preset charged5 --refine 10 30 100
     python benchmarks/amortization_gap.py runs/c5 --data data/charged5 --test 200
+    python benchmarks/amortization_gap.py runs/c5q --preset charged5-charges --refine exact
 
 The held-out split is the preset's test split, simulated (seed data.seed, as `nri-pyro
 train` made it), or --data's test split; --test keeps its first trajectories (refinement
@@ -25,21 +26,28 @@ from nri_pyro.data.io import load_dataset
 from nri_pyro.presets import simulate_preset
 
 
+def _steps(text: str) -> int | str:
+    if text == "exact":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--refine takes step counts >= 1 or 'exact', got {text!r}")
+    return int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder or checkpoint")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="simulate this preset's test split")
     source.add_argument("--data", help="a dataset folder with a test split")
-    parser.add_argument("--refine", type=int, nargs="+", default=[10, 30], metavar="K")
+    parser.add_argument("--refine", type=_steps, nargs="+", default=[10, 30], metavar="K",
+                        help="step counts, or 'exact' (prior.name=charges)")  # fmt: skip
     parser.add_argument("--test", type=int, default=None, help="first N test trajectories")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if any(k < 1 for k in args.refine):
-        parser.error("--refine takes step counts >= 1")
     nri = NRI.load(args.run, device=args.device)
     if args.preset:
         test = simulate_preset(args.preset, splits=("test",))["test"]

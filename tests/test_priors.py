@@ -167,7 +167,7 @@ COMBINATIONS = list(
 ) + [  # the node-level prior: no shared graph, no known edges (any structure given: no
     # edges passed at call time)
     ("charges", ("graph.symmetric=true", "decoder.skip_first=false")),
-    ("charges", ("graph.symmetric=false", "prior.inference=mean_field")),
+    ("charges", ("graph.symmetric=false", "prior.inference=mean_field", "prior.same=1")),
 ]
 
 
