@@ -247,8 +247,8 @@ class NRIGuide(PyroModule):
         return self.shared_logits.to(pooled.dtype) if bool(self.shared_tracked) else pooled
 
     def node_logits(self, x: Tensor) -> Tensor:
-        """A node-level prior's latent: its logits (e.g. [B, N-1, 2], a sign per object), from the
-        encoder's edge logits by the prior's rule (:meth:`ChargePrior.node_logits
+        """A node-level prior's latent: its logits (e.g. [B, N-1, 2], a sign per object),
+        from the encoder's edge logits by the prior's rule (:meth:`ChargePrior.node_logits
         <nri_pyro.priors.nodes.ChargePrior.node_logits>`)."""
         if self.node_prior is None:
             raise ValueError("node_logits needs a node-level prior (such as prior.name=charges)")
@@ -267,7 +267,7 @@ class NRIGuide(PyroModule):
     ) -> Tensor:
         """Posterior edge-type probabilities of the latent slots, known edges one-hot:
         [B, U, K] ([1, U, K] for a shared graph). With a node-level prior: each edge's
-        marginal under the guide's independent per-object latents."""
+        marginal under the guide's posterior of its latent."""
         check_edges(edges, edge_mask, x, self.num_edge_types)
         if self.node_prior is not None:
             if edges is not None:

@@ -68,6 +68,8 @@ def fast_path_unsupported(model: Any, guide: Any, objective_name: str = "nri") -
         )
     if (guide.prior_guide is None) != (model.prior.make_guide() is None):
         return "the guide does not sample the prior's global latents"
+    if model.prior.node_level and getattr(guide, "node_prior", None) is None:
+        return "the guide does not infer the node-level prior's latent (built without it)"
     return None
 
 
