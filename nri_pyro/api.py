@@ -302,7 +302,6 @@ class NRI:
         change; one relaxed sample per step from the global RNG); ``refine="exact"``: a
         node-level prior's exact posterior over its graphs."""
         model, guide, _ = self._require_fitted()
-        check_refine(refine, model, guide)
         x, _ = self._inputs(data)
         check_refine(refine, model, guide, x.shape[1])
         batch_size = memory_safe_batch(batch_size, model, guide, x, self.device)
@@ -346,8 +345,7 @@ class NRI:
         """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`; ``refine`` = K: after
         K steps of semi-amortized refinement, with the amortization gap)."""
         model, guide, _ = self._require_fitted()
-        check_refine(refine, model, guide)
-        x, edges = self._inputs(data)
+        x, edges = self._inputs(data)  # evaluate checks refine before any work
         return evaluate(
             model, guide, x, edges, objective_name=self.config.objective,
             batch_size=batch_size, device=self.device, refine=refine,

@@ -84,6 +84,7 @@ from nri_pyro.guide import NRIGuide
 from nri_pyro.model import NRIModel
 from nri_pyro.nn.modes import eval_mode
 from nri_pyro.priors import DirichletPosterior
+from nri_pyro.refine import assignment_log_likelihoods
 
 # The most graphs "exact" enumerates per trajectory: 2 ** 16 = 65,536 (4 objects directed
 # with 2 edge types: 4,096; 5 objects directed: 2 ** 20, too many; 5 symmetric: 1,024).
@@ -345,16 +346,8 @@ class _Terms:
         """log p(x_b) of a node-level prior (:mod:`nri_pyro.priors.nodes`), summed over
         every assignment of the N-1 free signs (and the labelling, with ``same: null``),
         each of prior probability 1 / G: [B]."""
-        n, b = self.xt.shape[1], self.xt.shape[0]
-        types = self.model.prior.assignment_edges(n, self.xt).argmax(-1)  # [G, E]
-        if self.layout.symmetric:
-            types = types.index_select(-1, self.layout.slot_edges[:, 0])
-        total = torch.full((b,), -math.inf, dtype=torch.float64, device=self.xt.device)
-        per_pass = max(1, self.rows // b)
-        for first in range(0, len(types), per_pass):
-            joint = self.log_likelihood(types[first : first + per_pass, None])
-            total = torch.logaddexp(total, torch.logsumexp(joint, 0))
-        return total - math.log(len(types))
+        log_lik = assignment_log_likelihoods(self.model, self.xt, rows=self.rows)  # [B, G]
+        return torch.logsumexp(log_lik, 1) - math.log(log_lik.shape[1])
 
     def _prior_of(self, types: Tensor) -> Tensor:
         """log p(z) of slot types [G, B', U] broadcast to [G, B]: the prior does not depend

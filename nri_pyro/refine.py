@@ -114,24 +114,31 @@ def refine_logits(
 def exact_latent_logits(model: Any, x: Tensor, *, rows: int = 4096) -> Tensor:
     """The exact posterior of a jointly written node-level prior's latent given x
     [B, N, T, D] (normalised; the decoder reads all T frames): log p(g) + log p(x | g) for
-    each of its G graphs, [B, G], logits of the categorical p(g | x). Decodes B x G
-    trajectory-graph pairs, ``rows`` at a time; the model's weights are only read."""
+    each of its G graphs, [B, G] in x's dtype, logits of the categorical p(g | x)."""
     check_refine(EXACT, model, None, x.shape[1])
+    log_prior = model.prior.node_distribution(x, 1, x.shape[1]).logits[0]  # [G]
+    return (assignment_log_likelihoods(model, x, rows=rows) + log_prior.double()).to(x.dtype)
+
+
+def assignment_log_likelihoods(model: Any, x: Tensor, *, rows: int = 4096) -> Tensor:
+    """log p(x_b | g) [B, G] (float64) of trajectories x [B, N, T, D] under each graph g a
+    node-level prior allows (its ``assignment_edges``), each decoded once, ``rows``
+    trajectory-graph pairs a pass; the model's weights are only read. The exact posterior
+    (:func:`exact_latent_logits`) and the exact evidence (:mod:`nri_pyro.evidence`) both
+    sum over these."""
     batch, n = x.shape[:2]
     table = model.prior.assignment_edges(n, x)  # [G, E, K]
-    graphs = table.shape[0]
-    log_prior = model.prior.node_distribution(x, 1, n).logits[0]  # [G]
     per_pass = max(1, rows // batch)
     out = []
     with torch.no_grad():
-        for first in range(0, graphs, per_pass):
+        for first in range(0, table.shape[0], per_pass):
             z = table[first : first + per_pass]  # [g, E, K]
             g = z.shape[0]
             xs = x.repeat(g, 1, 1, 1)  # graph-major rows
             zs = z.repeat_interleave(batch, dim=0)
             log_lik = model.likelihood(xs, zs).log_prob(xs[:, :, 1:]).view(g, batch)
-            out.append(log_lik.T)
-    return torch.cat(out, dim=1) + log_prior
+            out.append(log_lik.T.double())
+    return torch.cat(out, dim=1)
 
 
 def refined(
