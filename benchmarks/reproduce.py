@@ -35,7 +35,10 @@ from nri_pyro.checkpoints import differences
 from nri_pyro.folders import FolderInUseError, folder_lock
 from nri_pyro.presets import load_preset, preset_names
 
-CPU_PRESETS = ("springs5", "charged5", "kuramoto5", "springs10", "charged10", "kuramoto10")
+CPU_PRESETS = (
+    "springs5", "charged5", "kuramoto5", "springs10", "charged10", "kuramoto10",
+    "charged5-charges",  # system knowledge: its own row, never the unstructured charged5's
+)  # fmt: skip
 # Kipf et al. (2018), Table 1 (unsupervised NRI, edge accuracy %) and Table 2 (NRI with the
 # learned graph, prediction MSE after 1 / 10 / 20 steps, 5 objects): 500 epochs of 50,000
 # trajectories on a GPU. As recalled in the project's reference notes.
@@ -113,12 +116,14 @@ def _minutes(summary: dict) -> float:
 def _uses(preset) -> str:
     """What a row's runs used: the prior (marked when it encodes knowledge of the system,
     so that such a row is never read as the unstructured model's), the guide's encoder,
-    and refinement (none: reproduce evaluates the encoder's own logits)."""
+    and the refinement of the held-out evaluation (the preset's train.eval_refine: 0 is the
+    encoder's own logits, "exact" a node-level prior's exact posterior)."""
     from nri_pyro.priors import PRIORS
 
     prior = preset.model["prior"]["name"]
     knowledge = " (system knowledge)" if PRIORS[prior].system_knowledge else ""
-    return f"prior {prior}{knowledge}, encoder {preset.guide['encoder']['name']}, refine 0"
+    refine = preset.train.get("eval_refine") or 0
+    return f"prior {prior}{knowledge}, encoder {preset.guide['encoder']['name']}, refine {refine}"
 
 
 def _skipped_steps(summary: dict) -> int:

@@ -190,8 +190,13 @@ class NRI:
         self.model = NRIModel(self.model_spec, x.shape[3]).to(self.device)
         self.model.structure.check_objects(x.shape[1])
         guide = NRIGuide.for_model(self.guide_spec, self.model, x.shape[2], x.shape[1])
-        # Before training, not after its last epoch: every split that will be read.
+        # Before training, not after its last epoch: every split that will be read, and
+        # how the held-out ones will be scored.
         _check_frames(guide, {"validation": valid, **(held_out or {})})
+        try:
+            check_refine(self.config.eval_refine or 0, self.model, guide, x.shape[1])
+        except ValueError as err:
+            raise ValueError(f"train.eval_refine={self.config.eval_refine!r}: {err}") from None
         self.guide = guide.to(self.device)
         self.data_info = {"system": train.metadata.get("system", "custom")}
         if self.preset is not None:
@@ -340,11 +345,15 @@ class NRI:
         return normalizer.invert(torch.cat(out).double())
 
     def evaluate(
-        self, data: TrajectoryDataset, *, batch_size: int = 256, refine: int | str = 0
+        self, data: TrajectoryDataset, *, batch_size: int = 256, refine: int | str | None = None
     ) -> dict[str, float]:
         """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`; ``refine`` = K: after
-        K steps of semi-amortized refinement, with the amortization gap)."""
+        K steps of semi-amortized refinement, with the amortization gap; "exact": a
+        node-level prior's exact posterior; None: the run's ``train.eval_refine``, whose
+        default is none). The record's ``refine_steps`` says which was used."""
         model, guide, _ = self._require_fitted()
+        if refine is None:
+            refine = self.config.eval_refine or 0
         x, edges = self._inputs(data)  # evaluate checks refine before any work
         return evaluate(
             model, guide, x, edges, objective_name=self.config.objective,

@@ -145,8 +145,8 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
         "replaces the preset's model spec",
     )  # fmt: skip
     p.add_argument(
-        "--guide", help="guide spec, a shipped name (mlp, cnn) or a YAML file: replaces the "
-        "preset's guide spec",
+        "--guide", help="guide spec, a shipped name (mlp, cnn, relational) or a YAML file: "
+        "replaces the preset's guide spec",
     )  # fmt: skip
     p.add_argument(
         "--data", help="dataset folder (native or reference .npy layout); default: simulate "
@@ -393,7 +393,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
     _add_run_and_data(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_refine(p)
+    _add_refine(p, run_default=True)
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -411,14 +411,18 @@ def _refine_count(text: str) -> int | str:
     return steps
 
 
-def _add_refine(p: argparse.ArgumentParser) -> None:
+def _add_refine(p: argparse.ArgumentParser, run_default: bool = False) -> None:
+    default = (
+        "Default: the run's train.eval_refine (none unless its preset sets it, as "
+        "charged5-charges does: exact)" if run_default else "Default 0: the encoder's logits"
+    )  # fmt: skip
     p.add_argument(
-        "--refine", type=_refine_count, default=0, metavar="K",
+        "--refine", type=_refine_count, default=None if run_default else 0, metavar="K",
         help="refine each trajectory's edge logits with K Adam steps on its own ELBO before "
         "reading them (semi-amortized inference; the run's weights do not change). "
         "evaluate adds the ELBO and edge accuracy before refinement and the amortization "
         "gap. 'exact': a node-level prior's (prior.name=charges) exact posterior over its "
-        "graphs. Default 0: the encoder's logits",
+        f"graphs; 0: the encoder's logits. {default}",
     )  # fmt: skip
 
 

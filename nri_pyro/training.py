@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 # than it has done; the change is recorded in resumes.jsonl), how it reports, and how
 # its ELBO is computed (the fast path and Pyro's compute the same, on the same draws). Any other
 # change would make the run's record describe training it did not have.
-RESUME_MAY_CHANGE = ("epochs", "progress", "eval_batch_size", "elbo")
+RESUME_MAY_CHANGE = ("epochs", "progress", "eval_batch_size", "elbo", "eval_refine")
 # Trajectories whose outputs are checked after every epoch (see Trainer._check_outputs).
 OUTPUT_CHECK_TRAJECTORIES = 8
 

@@ -64,3 +64,26 @@ def test_infer_edges_takes_numpy_arrays_and_refuses_no_trajectories(kuramoto):
         nri.infer_edges(x[:0])
     with pytest.raises(TypeError, match="a torch tensor or a NumPy array, got list"):
         nri.infer_edges(x.tolist())
+
+
+def test_eval_refine_is_the_runs_default_for_evaluate_and_is_checked_before_training(
+    tmp_path, kuramoto
+):
+    train, test = kuramoto
+    nri = NRI(overrides=[*TINY, "train.eval_refine=2"]).fit(train, epochs=1)
+    assert nri.evaluate(test)["refine_steps"] == 2  # the run's own setting
+    plain = nri.evaluate(test, refine=0)
+    assert plain["refine_steps"] == 0 and "amortization_gap" not in plain
+    # "exact" needs a node-level prior: refused before the first epoch, naming the setting
+    with pytest.raises(ValueError, match=r"train.eval_refine='exact': refine='exact' .* needs "
+                       r"prior.name=charges"):  # fmt: skip
+        NRI(overrides=[*TINY, "train.eval_refine=exact"]).fit(
+            train, epochs=1, out=tmp_path / "run"
+        )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "true", "all"])
+def test_a_bad_eval_refine_names_the_setting(value):
+    with pytest.raises(ValueError, match=r"train.eval_refine: refine must be a whole number"):
+        NRI(overrides=[*TINY, f"train.eval_refine={value}"])
