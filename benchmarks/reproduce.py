@@ -154,7 +154,8 @@ def table(results: dict[str, list[dict]]) -> list[dict]:
         rows.append({
             "preset": p.name, "system": p.system, "objects": p.num_objects,
             "uses": _uses(p), "seeds": len(summaries),
-            "skipped_steps": " / ".join(str(_skipped_steps(s)) for s in summaries), "edge_acc": acc[0], "edge_acc_std": acc[1],
+            "skipped_steps": " / ".join(str(_skipped_steps(s)) for s in summaries),
+            "edge_acc": acc[0], "edge_acc_std": acc[1],
             "auroc": _mean_std([t["edge_auroc"] for t in tests])[0],
             **{f"mse_{k}": _mean_std([t[f"mse_{k}"] for t in tests])[0] for k in (1, 10, 20)},
             "minutes": sum(minutes) / len(minutes),

@@ -288,7 +288,8 @@ class Trainer:
         self.model.train()
         self.guide.train()
         total, skipped = 0.0, 0
-        self.steps = {"skipped": 0, "clipped": 0, "loss": 0, "gradient": 0}  # this epoch's, for its record
+        # this epoch's step counts, for its record
+        self.steps = {"skipped": 0, "clipped": 0, "loss": 0, "gradient": 0}
         batches = batch_slices(num, c.batch_size)
         dp = self.dp
         if dp is not None and batches[-1].stop - batches[-1].start < dp.world_size:
