@@ -363,7 +363,11 @@ class Trainer:
         if c.grad_clip is not None or guard is not None:
             # The norm before clipping (the same on every process: DDP's gradients are).
             limit = math.inf if c.grad_clip is None else c.grad_clip
-            norm = float(torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), limit))
+            if c.grad_clip is None:  # the guard alone reads the norm: nothing to rescale
+                grads = [p.grad for p in self.loss_fn.parameters() if p.grad is not None]
+                norm = float(torch.nn.utils.get_total_norm(grads))
+            else:
+                norm = float(torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), limit))
             if guard is not None:
                 if self._skip(epoch, guard.gradient_problem(norm), "gradient"):
                     self.optimizer.zero_grad(set_to_none=True)
