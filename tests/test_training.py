@@ -301,6 +301,8 @@ def test_a_second_train_or_a_resume_is_refused_while_a_run_trains(tmp_path):
         assert proc.returncode == 2, err
         assert f"{run} is being written by another process (process {first.pid} on" in err
         assert "Traceback" not in err
+    # an epoch on record first (on a loaded machine the refusals can come before it)
+    wait_for(run / "metrics.jsonl", first, timeout=300)
     code, _, err = interrupt(first)
     assert code == 130 and "Traceback" not in err
     assert not (tmp_path / ".run.lock").exists()  # released by the interrupted run
