@@ -194,7 +194,7 @@ class NRI:
         # how the held-out ones will be scored.
         _check_frames(guide, {"validation": valid, **(held_out or {})})
         try:
-            check_refine(self.config.eval_refine or 0, self.model, guide, x.shape[1])
+            check_refine(self.config.eval_refine, self.model, guide, x.shape[1])
         except ValueError as err:
             raise ValueError(f"train.eval_refine={self.config.eval_refine!r}: {err}") from None
         self.guide = guide.to(self.device)
@@ -350,10 +350,10 @@ class NRI:
         """Held-out metrics (see :func:`nri_pyro.evaluation.evaluate`; ``refine`` = K: after
         K steps of semi-amortized refinement, with the amortization gap; "exact": a
         node-level prior's exact posterior; None: the run's ``train.eval_refine``, whose
-        default is none). The record's ``refine_steps`` says which was used."""
+        default is 0). The record's ``refine_steps`` says which was used."""
         model, guide, _ = self._require_fitted()
         if refine is None:
-            refine = self.config.eval_refine or 0
+            refine = self.config.eval_refine
         x, edges = self._inputs(data)  # evaluate checks refine before any work
         return evaluate(
             model, guide, x, edges, objective_name=self.config.objective,

@@ -44,10 +44,10 @@ class TrainConfig:
     # against Pyro's), else Pyro's ELBO; "fast" refuses a run it does not cover; "pyro".
     elbo: str = "auto"
     # How the held-out split that `nri-pyro train` reads after training (and `evaluate`
-    # without --refine) is scored: None or 0, the encoder's logits; K, after K steps of
+    # without --refine) is scored: 0, the encoder's logits; K, after K steps of
     # semi-amortized refinement; "exact", a node-level prior's exact posterior
     # (nri_pyro.refine). Training never uses it; every evaluation records refine_steps.
-    eval_refine: int | str | None = None
+    eval_refine: int | str = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -73,11 +73,12 @@ class TrainConfig:
                 f"train.step_guard must be a factor above 1 (e.g. 10) or null, "
                 f"got {self.step_guard!r}"
             )
-        if self.eval_refine is not None:
-            try:
-                check_refine(self.eval_refine)
-            except ValueError as err:
-                raise ValueError(f"train.eval_refine: {err}") from None
+        if self.eval_refine is None:  # null in a spec, as in a run saved with it: none
+            self.eval_refine = 0
+        try:
+            check_refine(self.eval_refine)
+        except ValueError as err:
+            raise ValueError(f"train.eval_refine: {err}") from None
         checks = [
             (self.epochs >= 1, "train.epochs must be >= 1"),
             (self.batch_size >= 1, "train.batch_size must be >= 1"),
